@@ -1,0 +1,1 @@
+"""Datasets, content modalities, loaders, split protocols and negative samplers."""

@@ -1,0 +1,175 @@
+"""MovieLens loaders: ml-100k, ml-1m (with the plot / poster content extension) and ml-latest-small.
+
+Explicit ratings become implicit feedback by `min_rating` (default 4: rating >= 4 is a positive).
+The index covers the users and items with at least one positive; catalogue rows of other movies are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from coldstart.data.dataset import Dataset, from_frame
+from coldstart.data.modalities import Dense, Image, MultiLabel, Text
+from coldstart.data.paths import fetch_zip
+from coldstart.data.readers import check_duplicates, read_table, require_file, threshold
+
+GROUPLENS = "https://files.grouplens.org/datasets/movielens"
+# MD5 of the official archives, as published beside them on the GroupLens site (<archive>.md5).
+ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"
+ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]
+
+
+def download_ml100k() -> Path:
+    """Download and unpack the official ml-100k archive into the cache (MD5-checked)."""
+    return fetch_zip("ml-100k", f"{GROUPLENS}/ml-100k.zip", ML100K_MD5, "ml-100k", ("u.data", "u.item", "u.user"))
+
+
+def download_ml1m() -> Path:
+    """Download and unpack the official ml-1m archive into the cache (MD5-checked)."""
+    return fetch_zip("ml-1m", f"{GROUPLENS}/ml-1m.zip", ML1M_MD5, "ml-1m", ("ratings.dat", "users.dat", "movies.dat"))
+
+
+def download_ml_latest_small() -> Path:
+    """Download ml-latest-small; its checksum is read from the .md5 file GroupLens publishes beside it,
+    because the "latest" archive is regenerated over time and a pinned digest would go stale."""
+    import urllib.request
+
+    url = f"{GROUPLENS}/ml-latest-small.zip"
+    with urllib.request.urlopen(url + ".md5", timeout=60) as resp:
+        md5 = resp.read().decode().split()[0]
+    return fetch_zip("ml-latest-small", url, md5, "ml-latest-small", ("ratings.csv", "movies.csv"))
+
+
+def _year(texts: pd.Series) -> Dense:
+    """A 1-column Dense of the 4-digit year found in each string (mask False where none)."""
+    years = texts.str.extract(r"(\d{4})", expand=False)
+    values = pd.to_numeric(years, errors="coerce").to_numpy(np.float64)
+    mask = ~np.isnan(values)
+    return Dense(np.nan_to_num(values).astype(np.float32)[:, None], None if mask.all() else mask)
+
+
+def _split_list(values: pd.Series, sep: str) -> list[list[str]]:
+    return [[p.strip() for p in v.split(sep) if p.strip()] for v in values]
+
+
+def load_ml100k(root: Path, min_rating: float | None = 4) -> Dataset:
+    """Load MovieLens-100K: u.data (ratings with timestamps), u.item (title, date, 19 genres), u.user.
+
+    Args:
+        root: folder with u.data, u.item, u.user.
+        min_rating: ratings >= this are positives; None keeps every rating.
+    """
+    root = Path(root)
+    data = read_table(root / "u.data", ["user", "item", "rating", "timestamp"], sep="\t",
+                      numeric=("user", "item", "rating", "timestamp"))
+    data = threshold(check_duplicates(data, root / "u.data", header=False), min_rating)
+    item_cols = ["item", "title", "release", "video_release", "url"] + ML100K_GENRES
+    items = read_table(root / "u.item", item_cols, sep="|", encoding="latin-1", numeric=("item",) + tuple(ML100K_GENRES))
+    users = read_table(root / "u.user", ["user", "age", "gender", "occupation", "zip"], sep="|",
+                       encoding="latin-1", numeric=("user", "age"))
+    iid, uid = items["item"].astype(str).tolist(), users["user"].astype(str).tolist()
+    return from_frame(
+        "ml-100k", data,
+        item_features={
+            "genres": (iid, MultiLabel(sp.csr_matrix(items[ML100K_GENRES].to_numpy(np.float32)), ML100K_GENRES)),
+            "title": (iid, Text(items["title"].tolist())),
+            "year": (iid, _year(items["release"])),
+        },
+        user_features={
+            "age": (uid, Dense(users["age"].to_numpy(np.float32)[:, None])),
+            "gender": (uid, MultiLabel.from_lists([[g] for g in users["gender"]])),
+            "occupation": (uid, MultiLabel.from_lists([[o] for o in users["occupation"]])),
+            "zip": (uid, Text(users["zip"].tolist())),
+        },
+        source=str(root),
+    )
+
+
+def load_ml1m(root: Path, min_rating: float | None = 4) -> Dataset:
+    """Load MovieLens-1M, with the content extension when its files are present.
+
+    Interactions come from ratings.dat (the official archive, thresholded by `min_rating`) or, when that is
+    absent, from implicit_ratings_ge4.csv (already rating >= 4, no timestamps). Items get genres and title
+    from movies.dat; plot, director, writers, actors, MPAA and year from movies_extrainfos.dat; a poster
+    per movie from posters_ml1m.zip (read straight from the zip). Users get gender, age, occupation, zip.
+    """
+    root = Path(root)
+    if (root / "ratings.dat").exists():
+        data = read_table(root / "ratings.dat", ["user", "item", "rating", "timestamp"], sep="::",
+                          numeric=("user", "item", "rating", "timestamp"))
+        data = threshold(check_duplicates(data, root / "ratings.dat", header=False), min_rating)
+    else:
+        path = require_file(root / "implicit_ratings_ge4.csv")
+        data = read_table(path, ["user", "item"], header=True, numeric=("user", "item"))
+        data = check_duplicates(data, path, header=True)
+    movies = read_table(root / "movies.dat", ["item", "title", "genres"], sep="::", encoding="latin-1", numeric=("item",))
+    users = read_table(root / "users.dat", ["user", "gender", "age", "occupation", "zip"], sep="::",
+                       numeric=("user", "age", "occupation"))
+    mid, uid = movies["item"].astype(str).tolist(), users["user"].astype(str).tolist()
+    item_features = {
+        "genres": (mid, MultiLabel.from_lists(_split_list(movies["genres"], "|"))),
+        "title": (mid, Text(movies["title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True).tolist())),
+        "year": (mid, _year(movies["title"].str.extract(r"\((\d{4})\)\s*$", expand=False).fillna(""))),
+    }
+    extra_path = root / "movies_extrainfos.dat"
+    if extra_path.exists():
+        cols = ["item", "title", "year", "mpaa", "released", "imdb_genres", "director", "writers", "actors", "plot", "poster_url"]
+        extra = read_table(extra_path, cols, sep="::", numeric=("item",))
+        eid = extra["item"].astype(str).tolist()
+        item_features |= {
+            "plot": (eid, Text(extra["plot"].tolist())),
+            "director": (eid, MultiLabel.from_lists(_split_list(extra["director"], ","))),
+            "writers": (eid, MultiLabel.from_lists([[re.sub(r"\s*\(.*?\)", "", w) for w in row]
+                                                    for row in _split_list(extra["writers"], ",")])),
+            "actors": (eid, MultiLabel.from_lists(_split_list(extra["actors"], ","))),
+            "mpaa": (eid, MultiLabel.from_lists([[m] if m and m != "N/A" else [] for m in extra["mpaa"]])),
+        }
+    posters = root / "posters_ml1m.zip"
+    if posters.exists():
+        with zipfile.ZipFile(posters) as zf:
+            names = [n for n in zf.namelist() if n.lower().endswith(".jpg")]
+        ids = [Path(n).stem for n in names]
+        item_features["poster"] = (ids, Image(names, posters))
+    return from_frame(
+        "ml-1m", data, item_features=item_features,
+        user_features={
+            "gender": (uid, MultiLabel.from_lists([[g] for g in users["gender"]])),
+            "age": (uid, MultiLabel.from_lists([[str(a)] for a in users["age"]])),  # ML-1M ages are buckets
+            "occupation": (uid, MultiLabel.from_lists([[str(o)] for o in users["occupation"]])),
+            "zip": (uid, Text(users["zip"].tolist())),
+        },
+        source=str(root),
+    )
+
+
+def load_ml_latest_small(root: Path, min_rating: float | None = 4) -> Dataset:
+    """Load ml-latest-small: ratings (0.5-5 stars, timestamps), genres and user-applied tags as item content."""
+    root = Path(root)
+    data = read_table(root / "ratings.csv", ["user", "item", "rating", "timestamp"], header=True,
+                      numeric=("user", "item", "rating", "timestamp"))
+    data = threshold(check_duplicates(data, root / "ratings.csv", header=True), min_rating)
+    movies = read_table(root / "movies.csv", ["item", "title", "genres"], header=True, numeric=("item",))
+    mid = movies["item"].astype(str).tolist()
+    genres = [[g for g in row if g != "(no genres listed)"] for row in _split_list(movies["genres"], "|")]
+    item_features = {
+        "genres": (mid, MultiLabel.from_lists(genres)),
+        "title": (mid, Text(movies["title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True).tolist())),
+        "year": (mid, _year(movies["title"].str.extract(r"\((\d{4})\)\s*$", expand=False).fillna(""))),
+    }
+    if (root / "tags.csv").exists():
+        tags = read_table(root / "tags.csv", ["user", "item", "tag", "timestamp"], header=True, numeric=("item",))
+        tags["tag"] = tags["tag"].str.strip().str.lower()
+        grouped = tags.groupby("item")["tag"].agg(list)
+        item_features["tags"] = (grouped.index.astype(str).tolist(), MultiLabel.from_lists(grouped.tolist()))
+    return from_frame("ml-latest-small", data, item_features=item_features, source=str(root))

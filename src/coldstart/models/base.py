@@ -1,0 +1,175 @@
+"""The Recommender contract shared by every model.
+
+- Hyperparameters live in a frozen dataclass `Config`; unknown keys are an error; `__init__` does no work.
+- `fit(split) -> self`: `build(dims)` creates the parameters for the split's sizes, then `_fit(split)` trains.
+- `score(users) -> Tensor[B, I]`: the one required hook; finite for warm and cold items.
+- `recommend(...)` is written once, here. `save(dir)` / `load(dir)` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from coldstart.data.splits import Split
+from coldstart.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    """A model without hyperparameters."""
+
+
+class Recommender(nn.Module):
+    """Base class of all models. Subclasses set `name`, `Config`, and implement `build`, `_fit` and `score`."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = NoConfig
+    #: "none" when the model has no learnt representation for cold items (it then scores them by a documented rule).
+    cold_items: ClassVar[str] = "content"
+
+    def __init__(self, **hyper: Any) -> None:
+        super().__init__()
+        fields = {f.name for f in dataclasses.fields(self.Config)}
+        unknown = sorted(set(hyper) - fields)
+        if unknown:
+            raise DataError(f"unknown hyperparameter {unknown[0]!r} for {self.name} (allowed: "
+                            f"{', '.join(sorted(fields)) or 'none'})", field=unknown[0])
+        self.config = self.Config(**hyper)
+        self.dims_: dict[str, int] = {}
+        self.register_buffer("seen_indptr_", torch.zeros(1, dtype=torch.int64))
+        self.register_buffer("seen_indices_", torch.zeros(0, dtype=torch.int64))
+
+    # -- to implement --------------------------------------------------------------------------------
+    def build(self, dims: dict[str, int]) -> None:
+        """Create parameters and buffers for these sizes (n_users, n_items, feature widths)."""
+
+    def _fit(self, split: Split) -> None:
+        """Learn from `split.train` (valid may be used for early stopping, never test)."""
+
+    def score(self, users: Tensor, items: Tensor | None = None) -> Tensor:
+        """Scores float [B, I] of `users` (int64 [B]) for `items` (int64 [I'], default every item)."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def dims_for(self, split: Split) -> dict[str, int]:
+        """The sizes `build` needs; models with content add feature widths."""
+        return {"n_users": split.n_users, "n_items": split.n_items}
+
+    def fit(self, split: Split) -> "Recommender":
+        """Build for the split's sizes, remember the training interactions (for masking), train; return self."""
+        self.dims_ = self.dims_for(split)
+        self.build(self.dims_)
+        train = split.matrix("train")
+        self.seen_indptr_ = torch.from_numpy(train.indptr.astype(np.int64))
+        self.seen_indices_ = torch.from_numpy(train.indices.astype(np.int64))
+        self._fit(split)
+        return self
+
+    def seen_mask(self, users: Tensor) -> Tensor:
+        """bool [B, I]: items each user interacted with in training."""
+        starts, ends = self.seen_indptr_[users], self.seen_indptr_[users + 1]
+        counts = ends - starts
+        rows = torch.repeat_interleave(torch.arange(len(users)), counts)
+        offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        cols = self.seen_indices_[torch.repeat_interleave(starts, counts) + offsets]
+        mask = torch.zeros(len(users), self.dims_["n_items"], dtype=torch.bool)
+        mask[rows, cols] = True
+        return mask
+
+    @torch.no_grad()
+    def recommend(self, users: Tensor, k: int = 10, candidates: Tensor | None = None,
+                  exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
+        """Top-k items per user.
+
+        Args:
+            users: int64 [B] user indices.
+            k: list length.
+            candidates: optional bool [I] mask or int64 item indices to choose from.
+            exclude_seen: drop items the user interacted with in training.
+
+        Returns:
+            (items int64 [B, k], scores float [B, k]); slots beyond the available candidates hold -1 / -inf.
+        """
+        from coldstart.eval.evaluate import topk_deterministic
+
+        self.eval()
+        users = torch.as_tensor(users, dtype=torch.int64)
+        scores = self.score(users).float().clone()  # [B, I]
+        if candidates is not None:
+            keep = torch.zeros(scores.shape[1], dtype=torch.bool)
+            keep[torch.as_tensor(candidates)] = True
+            scores[:, ~keep] = float("-inf")
+        if exclude_seen:
+            scores[self.seen_mask(users)] = float("-inf")
+        top, valid = topk_deterministic(scores, k)
+        top_scores = torch.gather(scores, 1, top)
+        return torch.where(valid, top, -1), top_scores
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every hyperparameter, defaults included."""
+        return dataclasses.asdict(self.config)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write config.json and model.pt into `folder`, each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"model": self.name, "hyperparameters": self.hyperparameters(), "dims": self.dims_}
+        atomic_write(folder / "config.json", (json.dumps(meta, indent=1) + "\n").encode())
+        atomic_torch_save(self.state_dict(), folder / "model.pt")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Recommender":
+        """Rebuild a saved model (any registered class when called on Recommender)."""
+        from coldstart.models import MODELS
+
+        folder = Path(folder)
+        path = folder / "config.json"
+        if not path.exists():
+            raise DataError("missing required file config.json (is this a saved model?)", path=folder)
+        meta = json.loads(path.read_text())
+        klass = MODELS[meta["model"]] if cls is Recommender else cls
+        model = klass(**meta["hyperparameters"])
+        model.dims_ = {k: int(v) for k, v in meta["dims"].items()}
+        model.build(model.dims_)
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        for name in ("seen_indptr_", "seen_indices_"):
+            setattr(model, name, state[name])
+        model.load_state_dict(state)
+        model.eval()
+        return model
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to a temporary file in the same folder, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
