@@ -214,6 +214,8 @@ def _take_with_empty(mod: Modality, pos: np.ndarray) -> Modality:
     if isinstance(mod, (Sparse, MultiLabel)):
         keep = sp.diags(have.astype(np.float32))
         mat = sp.csr_matrix(keep @ mod.values[safe])
+        mat.eliminate_zeros()
+        mat.sort_indices()
         return Sparse(mat, mod.vocabulary) if isinstance(mod, Sparse) else MultiLabel(mat, mod.vocabulary)
     if isinstance(mod, Text):
         return Text([mod.texts[p] if p >= 0 else "" for p in pos])

@@ -118,7 +118,7 @@ class MultiLabel:
 
     def labels(self, row: int) -> list[str]:
         """The label names of one row."""
-        return [self.vocabulary[j] for j in self.values[row].indices]
+        return [self.vocabulary[j] for j in sorted(self.values[row].indices)]
 
     def take(self, rows: np.ndarray) -> "MultiLabel":
         return MultiLabel(self.values[rows], self.vocabulary)

@@ -42,10 +42,20 @@ class EvalResult:
     sampled: bool = False
 
 
-def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k item indices per row, highest score first, ties by lower item index.
+_TIE_ORDERS: dict[int, Tensor] = {}
 
-    Float32 scores map to order-preserving int32 keys; the key (high 32 bits) and the reversed item index
+
+def tie_order(n_items: int) -> Tensor:
+    """int64 [I]: the tie-break rank of each item (lower ranks first), a fixed permutation seeded with 0."""
+    if n_items not in _TIE_ORDERS:
+        _TIE_ORDERS[n_items] = torch.randperm(n_items, generator=torch.Generator().manual_seed(0))
+    return _TIE_ORDERS[n_items]
+
+
+def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k item indices per row, highest score first, ties by `tie_order`.
+
+    Float32 scores map to order-preserving int32 keys; the key (high 32 bits) and the reversed tie rank
     (low 32 bits) form one int64, so a single topk gives an exact, deterministic ranking.
 
     Args:
@@ -60,8 +70,8 @@ def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     bits = s.view(torch.int32)
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # [B, I] int32, same order as the floats
     n = scores.shape[1]
-    index = torch.arange(n, dtype=torch.int64, device=scores.device)
-    keys = (ordered.to(torch.int64) << 32) | (0xFFFFFFFF - index)  # [B, I]
+    tie = tie_order(n).to(scores.device)
+    keys = (ordered.to(torch.int64) << 32) | (0xFFFFFFFF - tie)  # [B, I]
     top = torch.topk(keys, k, dim=1, sorted=True).indices  # [B, k]
     valid = torch.gather(s, 1, top) > float("-inf")
     return top, valid
@@ -167,7 +177,7 @@ def evaluate_sampled(score_fn: ScoreFn, split: Split, phase: str = "test", scena
     uniformly (with replacement) from the scenario's candidates the user never interacted with in any phase.
 
     Metrics are hit_rate@k, ndcg@k (1 / log2(rank + 2) when rank < k) and mrr, averaged over positives.
-    Ties are broken as in full ranking: a negative with an equal score ranks first when its index is lower.
+    Ties are broken as in full ranking: a negative with an equal score ranks first when its tie rank is lower.
     The result has sampled=True; reports must label these numbers as sampled.
     """
     rng = np.random.default_rng(seed)
@@ -192,7 +202,8 @@ def evaluate_sampled(score_fn: ScoreFn, split: Split, phase: str = "test", scena
             n = torch.from_numpy(negs[sl])
             s_pos = scores.gather(1, p[:, None])  # [B, 1]
             s_neg = scores.gather(1, n)  # [B, N]
-            ahead = (s_neg > s_pos) | ((s_neg == s_pos) & (n < p[:, None]))
+            tie = tie_order(split.n_items)
+            ahead = (s_neg > s_pos) | ((s_neg == s_pos) & (tie[n] < tie[p][:, None]))
             ranks[sl] = ahead.sum(1).numpy()
         columns = {"mrr": 1.0 / (ranks + 1.0)}
         for k in ks:

@@ -1,6 +1,7 @@
 """Popularity: every user gets the items with the most training interactions.
 
-Cold items have no training interaction, so they all score log(1) = 0 and tie; ties rank by item index.
+Cold items have no training interaction, so they all score log(1) = 0 and tie; the evaluator orders ties by a fixed random
+permutation of the items.
 On the cold scenario this model is therefore an arbitrary fixed order, no better than random.
 """
 

@@ -1,0 +1,229 @@
+"""The `coldstart` command line: datasets, split, run, evaluate. Thin wrappers over the Python API.
+
+Bad input ends with a one-line `error: ...` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coldstart.errors import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cold-start recommendation: load, split, train, evaluate.")
+console = Console()
+
+
+def parse_value(text: str) -> Any:
+    """JSON value if it parses (numbers, true/false, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """--set key=value items -> {"hyper": {...}, "split": {...}, "data": {...}}.
+
+    `split.<name>` goes to the protocol, `data.<name>` to the loader, anything else to the model.
+    """
+    out: dict[str, dict[str, Any]] = {"hyper": {}, "split": {}, "data": {}}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise DataError(f"expected key=value, got {pair!r}", field="--set")
+        group, dot, name = key.partition(".")
+        if dot and group in ("split", "data"):
+            out[group][name] = parse_value(value)
+        else:
+            out["hyper"][key] = parse_value(value)
+    return out
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise DataError(f"expected comma-separated integers, got {text!r}", field="--k") from None
+    if not ks or min(ks) < 1:
+        raise DataError(f"cut-offs must be positive integers, got {text!r}", field="--k")
+    return ks
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A JSON or TOML file with optional sections model / split / data and key ks."""
+    if not path.exists():
+        raise DataError("config file not found", path=path)
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(path.read_text())
+        return json.loads(path.read_text())
+    except (ValueError, ImportError) as exc:
+        raise DataError(f"cannot parse config ({exc})", path=path) from exc
+
+
+def print_metrics(metrics: dict, phase: str = "test") -> None:
+    """The warm / cold / all table of one phase."""
+    block = metrics.get(phase, {})
+    if not block:
+        console.print(f"no {phase} metrics")
+        return
+    keys = list(next(iter(block.values())).keys())
+    table = Table(title=f"{metrics.get('model', '')} on {metrics.get('dataset', '')} "
+                        f"({metrics.get('protocol', '')}), {phase}")
+    table.add_column("metric")
+    for scenario in block:
+        users = metrics.get(f"{phase}_users", {}).get(scenario)
+        table.add_column(scenario if users is None else f"{scenario} ({users} users)", justify="right")
+    for key in keys:
+        table.add_row(key, *(f"{block[s][key]:.4f}" for s in block))
+    console.print(table)
+
+
+@app.command()
+def datasets(sizes: bool = typer.Option(True, help="Load each dataset found to report its sizes.")) -> None:
+    """List known datasets, where each was found, and their sizes."""
+    from coldstart.data.loaders import LOADERS, load_dataset, locate
+
+    table = Table(title="datasets (implicit feedback: rating >= 4 where ratings exist)")
+    table.add_column("name", no_wrap=True)
+    for col in ("users", "items", "interactions"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("content (items; users)", overflow="fold")
+    where = []
+    for name, (_, _, downloader) in LOADERS.items():
+        folder = locate(name, download=False)
+        found = str(folder) if folder else ("generated in code" if name == "synthetic" else
+                                            "not found: downloads on first use" if downloader else "not found")
+        where.append(f"{name}: {found}")
+        row = [name, "", "", "", ""]
+        if sizes and (folder or name == "synthetic"):
+            ds = load_dataset(name, download=False)
+            content = f"{', '.join(ds.item_features) or '-'}; {', '.join(ds.user_features) or '-'}"
+            row[1:] = [str(ds.n_users), str(ds.n_items), str(ds.n_interactions), content]
+        table.add_row(*row)
+    console.print(table)
+    console.print("\n".join(where), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def split(
+    dataset: str = typer.Option(..., help="Dataset name or folder."),
+    protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
+    seed: int = typer.Option(0, help="Random seed."),
+    set_: list[str] = typer.Option([], "--set", help="split.<param>=value or data.<option>=value."),
+    output: Path = typer.Option(..., help="Folder to write the split into."),
+) -> None:
+    """Split a dataset and save the split (train/valid/test.csv + meta.json)."""
+    from coldstart.data.loaders import load_dataset
+    from coldstart.data.splits import make_split
+
+    sets = parse_sets(set_)
+    if sets["hyper"]:
+        raise DataError(f"unknown setting {next(iter(sets['hyper']))!r} (use split.<param> or data.<option>)", field="--set")
+    ds = load_dataset(dataset, **sets["data"])
+    sp = make_split(ds, protocol, seed=seed, **sets["split"])
+    sp.save(output)
+    meta = sp.meta()
+    console.print(f"wrote {output}: {json.dumps(meta['counts'])}; fingerprint {meta['fingerprint'][:12]}")
+
+
+@app.command()
+def run(
+    dataset: str = typer.Option(..., help="Dataset name or folder."),
+    model: str = typer.Option(..., help="Model name (see the README)."),
+    protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
+    config: Optional[Path] = typer.Option(None, help="JSON/TOML file with sections model, split, data and key ks."),
+    set_: list[str] = typer.Option([], "--set", help="key=value (model), split.key=value, data.key=value."),
+    seed: int = typer.Option(0, help="Random seed (split and model)."),
+    k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
+    output: Path = typer.Option(..., help="Run directory."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+) -> None:
+    """Train and evaluate one model; write a run directory and print the warm / cold / all table."""
+    from coldstart.experiments import RunConfig
+    from coldstart.experiments import run as run_experiment
+
+    file_cfg = read_config_file(config) if config else {}
+    sets = parse_sets(set_)
+    cfg = RunConfig(
+        dataset=dataset, model=model, protocol=protocol, seed=seed,
+        data={**file_cfg.get("data", {}), **sets["data"]},
+        split={**file_cfg.get("split", {}), **sets["split"]},
+        hyper={**file_cfg.get("model", {}), **sets["hyper"]},
+        ks=parse_ks(k) if k else file_cfg.get("ks", [10, 20]),
+    )
+    with console.status("starting") as status:
+        metrics = run_experiment(cfg, output, overwrite=overwrite, status=lambda m: status.update(m))
+    print_metrics(metrics, "test")
+    if "note" in metrics:
+        console.print(f"note: {metrics['note']}")
+    console.print(f"run directory: {output}")
+
+
+@app.command()
+def evaluate(
+    split_dir: Path = typer.Option(..., "--split", help="A split folder (e.g. RUN/split)."),
+    recommendations: Path = typer.Option(..., help="CSV with header user,item,score (raw ids)."),
+    phase: str = typer.Option("test", help="valid or test."),
+    scenario: str = typer.Option("all", help="warm, cold, all, or a comma-separated list."),
+    k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
+    output: Optional[Path] = typer.Option(None, help="Write the metrics JSON here."),
+) -> None:
+    """Evaluate recommendations computed anywhere against a saved split."""
+    import pandas as pd
+
+    from coldstart.data.readers import read_table
+    from coldstart.data.splits import Split
+    from coldstart.eval.evaluate import evaluate_scores, scores_from_recommendations
+    from coldstart.models.base import atomic_write
+
+    sp = Split.load(split_dir)
+    recs = read_table(recommendations, ["user", "item", "score"], header=True, numeric=("score",))
+    score_fn = scores_from_recommendations(recs, sp, source=str(recommendations))
+    scenarios = [s.strip() for s in scenario.split(",") if s.strip()]
+    res = evaluate_scores(score_fn, sp, phase, scenarios=scenarios, ks=parse_ks(k))
+    doc = {"split": str(split_dir), "protocol": sp.protocol, "seed": sp.seed, phase: res.metrics,
+           f"{phase}_users": res.n_users}
+    print_metrics(doc, phase)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(output, (json.dumps(doc, indent=1) + "\n").encode())
+        console.print(f"wrote {output}")
+
+
+def main() -> None:
+    """Entry point: run the app; DataError -> one line on stderr, exit 2."""
+    try:
+        app(standalone_mode=False)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        print(f"error: {exc.filename}: file not found", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

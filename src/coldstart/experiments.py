@@ -1,0 +1,138 @@
+"""`run`: one dataset, model, protocol and seed -> a run directory.
+
+    RUN/config.json        every resolved setting (dataset options, protocol parameters, hyperparameters, eval)
+    RUN/split/             the split (train/valid/test.csv + meta.json)
+    RUN/model/             the checkpoint (config.json + model.pt)
+    RUN/metrics.json       {"dataset", "model", "protocol", "seed", "best_epoch", "train_seconds", "valid": {...}, "test": {...}}
+    RUN/per_user.csv       per-user metrics (phase, scenario, user, metric columns), for significance tests
+    RUN/train.log          what happened, with timings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coldstart.data.loaders import load_dataset
+from coldstart.data.splits import Split, make_split
+from coldstart.errors import DataError
+from coldstart.eval.evaluate import SCENARIOS, EvalResult, evaluate
+from coldstart.models import MODELS
+from coldstart.models.base import atomic_write
+
+log = logging.getLogger("coldstart")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; `coldstart run` builds one from its flags and --config / --set."""
+
+    dataset: str
+    model: str
+    protocol: str = "cold_item"
+    seed: int = 0
+    data: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {"min_rating": 4}
+    split: dict[str, Any] = field(default_factory=dict)  # protocol parameters, e.g. {"cold_fraction": 0.2}
+    hyper: dict[str, Any] = field(default_factory=dict)  # model hyperparameters
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def _file_logger(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
+        status: Callable[[str], None] | None = None) -> dict:
+    """Load, split, fit, evaluate on valid and test, and write the run directory.
+
+    Args:
+        cfg: the run configuration.
+        output: the run directory.
+        overwrite: replace an existing run directory.
+        status: called with a short description of each step (the CLI shows it).
+
+    Returns:
+        The metrics.json content.
+    """
+    say = status or (lambda msg: None)
+    if cfg.model not in MODELS:
+        raise DataError(f"unknown model {cfg.model!r} (use {', '.join(MODELS)})", field="model")
+    model = MODELS[cfg.model](**cfg.hyper)  # validates hyperparameters before any work
+    out = Path(output)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataError("run directory exists and is not empty; pass --overwrite or choose another --output", path=out)
+    seed_everything(cfg.seed)
+    say(f"loading {cfg.dataset}")
+    dataset = load_dataset(cfg.dataset, **cfg.data)
+    say(f"splitting ({cfg.protocol}, seed {cfg.seed})")
+    split = make_split(dataset, cfg.protocol, seed=cfg.seed, **cfg.split)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    handler = _file_logger(out / "train.log")
+    try:
+        log.info("dataset %s", dataset.summary())
+        split.save(out / "split")
+        resolved = {"dataset": cfg.dataset, "model": cfg.model, "protocol": cfg.protocol, "seed": cfg.seed,
+                    "data": cfg.data, "split": {**split.params, "seed": split.seed},
+                    "hyperparameters": model.hyperparameters(), "ks": cfg.ks,
+                    "split_fingerprint": split.fingerprint()}
+        _write_json(out / "config.json", resolved)
+        log.info("split %s: train %d, valid %d, test %d", cfg.protocol, len(split.train), len(split.valid), len(split.test))
+        say(f"training {cfg.model}")
+        start = time.perf_counter()
+        model.fit(split)
+        train_seconds = time.perf_counter() - start
+        log.info("trained %s in %.2fs", cfg.model, train_seconds)
+        model.save(out / "model")
+        say("evaluating")
+        results = {phase: evaluate(model, split, phase, ks=cfg.ks) for phase in ("valid", "test")}
+        metrics = metrics_document(cfg, split, results, train_seconds, getattr(model, "best_epoch_", None))
+        if getattr(model, "cold_items", "content") == "none":
+            metrics["note"] = f"{cfg.model} has no representation for cold items; see its docs for how it scores them"
+        per_user = pd.concat([r.per_user.assign(phase=p) for p, r in results.items()], ignore_index=True)
+        per_user.to_csv(out / "per_user.csv.tmp", index=False)
+        (out / "per_user.csv.tmp").replace(out / "per_user.csv")
+        _write_json(out / "metrics.json", metrics)
+        log.info("test %s", json.dumps(metrics["test"]))
+        return metrics
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def metrics_document(cfg: RunConfig, split: Split, results: dict[str, EvalResult], train_seconds: float,
+                     best_epoch: int | None) -> dict:
+    """The metrics.json schema (later tools rely on it)."""
+    doc = {"dataset": cfg.dataset, "model": cfg.model, "protocol": cfg.protocol, "seed": cfg.seed,
+           "best_epoch": best_epoch, "train_seconds": round(train_seconds, 3),
+           "scenarios_over": "users" if split.cold_kind == "user" else "items"}
+    for phase, res in results.items():
+        doc[phase] = {s: res.metrics[s] for s in SCENARIOS if s in res.metrics}
+        doc[f"{phase}_users"] = res.n_users
+    return doc

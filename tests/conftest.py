@@ -1,0 +1,34 @@
+"""Shared fixtures: small synthetic data built in code, and the real data when COLDSTART_DATA_DIR has it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from coldstart.data.loaders import load_dataset
+from coldstart.data.splits import make_split
+
+
+def data_root(name: str) -> Path:
+    """The real dataset folder, or skip the test when it is absent."""
+    for base in os.environ.get("COLDSTART_DATA_DIR", "").split(os.pathsep):
+        if base and (Path(base) / name).is_dir():
+            return Path(base) / name
+    pytest.skip(f"{name} not under COLDSTART_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return load_dataset("synthetic", n_users=120, n_items=150, mean_interactions=15, seed=3)
+
+
+@pytest.fixture(scope="session")
+def synthetic_split(synthetic):
+    return make_split(synthetic, "cold_item", seed=1)
+
+
+@pytest.fixture(scope="session")
+def ml100k():
+    return load_dataset("ml-100k", root=data_root("ml-100k"))

@@ -1,0 +1,161 @@
+"""The evaluator against a deliberately naive pure-Python reference, including ties, users with fewer
+candidates than K, and users with no relevant items."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from coldstart.data.splits import make_split
+from coldstart.eval.evaluate import evaluate_sampled, evaluate_scores, tie_order, topk_deterministic
+from coldstart.eval.metrics import compute_all
+
+
+def naive_user_metrics(ranked: list[int], relevant: set[int], k: int) -> dict[str, float]:
+    top = ranked[:k]
+    hits = [1 if i in relevant else 0 for i in top]
+    n_rel = len(relevant)
+    dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+    idcg = sum(1 / math.log2(r + 2) for r in range(min(n_rel, k)))
+    first = next((r for r, h in enumerate(hits) if h), None)
+    ap, seen_hits = 0.0, 0
+    for r, h in enumerate(hits):
+        if h:
+            seen_hits += 1
+            ap += seen_hits / (r + 1)
+    return {
+        f"recall@{k}": sum(hits) / n_rel,
+        f"precision@{k}": sum(hits) / k,
+        f"ndcg@{k}": dcg / idcg,
+        f"hit_rate@{k}": 1.0 if sum(hits) else 0.0,
+        f"mrr@{k}": 0.0 if first is None else 1 / (first + 1),
+        f"map@{k}": ap / min(n_rel, k),
+    }
+
+
+def naive_evaluate(scores: np.ndarray, split, phase: str, scenario: str, ks) -> dict[str, float]:
+    """Loop over users and items in plain Python; sort by (-score, tie rank)."""
+    tie = tie_order(split.n_items).tolist()
+    train_items = set(split.train.items.tolist())
+    seen: dict[int, set] = {}
+    phases = ["train"] if phase == "valid" else ["train", "valid"]
+    for p in phases:
+        part = split.part(p)
+        for u, i in zip(part.users.tolist(), part.items.tolist()):
+            seen.setdefault(u, set()).add(i)
+    relevant: dict[int, set] = {}
+    part = split.part(phase)
+    for u, i, c in zip(part.users.tolist(), part.items.tolist(), part.cold.tolist()):
+        if scenario == "all" or c == (scenario == "cold"):
+            relevant.setdefault(u, set()).add(i)
+    totals: dict[str, list[float]] = {}
+    for u in sorted(relevant):
+        cands = []
+        for i in range(split.n_items):
+            if i in seen.get(u, set()):
+                continue
+            if split.cold_kind == "item" and scenario == "warm" and i not in train_items:
+                continue
+            if split.cold_kind == "item" and scenario == "cold" and i in train_items:
+                continue
+            cands.append(i)
+        ranked = sorted(cands, key=lambda i: (-float(scores[u, i]), tie[i]))
+        for k in ks:
+            for key, v in naive_user_metrics(ranked, relevant[u], k).items():
+                totals.setdefault(key, []).append(v)
+    return {key: sum(v) / len(v) for key, v in totals.items()}
+
+
+@pytest.mark.parametrize("protocol", ["cold_item", "cold_user"])
+@pytest.mark.parametrize("phase", ["valid", "test"])
+def test_full_ranking_matches_naive_reference(synthetic, protocol, phase):
+    split = make_split(synthetic, protocol, seed=2)
+    rng = np.random.default_rng(0)
+    # Few distinct values: many ties. K = 40 exceeds the cold candidates of some users.
+    scores = rng.integers(0, 4, size=(split.n_users, split.n_items)).astype(np.float32)
+    ks = (1, 5, 40)
+    fast = evaluate_scores(lambda u: torch.from_numpy(scores[u.numpy()]), split, phase, ks=ks, batch_size=17)
+    for scenario in ("warm", "cold", "all"):
+        ref = naive_evaluate(scores, split, phase, scenario, ks)
+        assert set(ref) == set(fast.metrics[scenario])
+        for key, value in ref.items():
+            assert fast.metrics[scenario][key] == pytest.approx(value, abs=1e-6), (scenario, key)
+
+
+def test_users_without_relevant_items_are_not_averaged(synthetic_split):
+    res = evaluate_scores(lambda u: torch.zeros(len(u), synthetic_split.n_items), synthetic_split, "test")
+    part = synthetic_split.test
+    assert res.n_users["cold"] == len(np.unique(part.users[part.cold]))
+    assert len(res.per_user[res.per_user.scenario == "cold"]) == res.n_users["cold"]
+
+
+def test_fewer_candidates_than_k_never_counts_excluded_items():
+    scores = torch.tensor([[0.5, float("-inf"), float("-inf"), 0.1]])
+    top, valid = topk_deterministic(scores, 4)
+    assert valid.tolist() == [[True, True, False, False]]
+    assert top[0, :2].tolist() == [0, 3]
+
+
+def test_ties_follow_the_fixed_tie_order():
+    scores = torch.zeros(1, 50)
+    top, _ = topk_deterministic(scores, 50)
+    assert top[0].tolist() == torch.argsort(tie_order(50)).tolist()
+
+
+def test_negative_zero_ties_with_zero():
+    a, _ = topk_deterministic(torch.tensor([[-0.0, 0.0, 0.0]]), 3)
+    b, _ = topk_deterministic(torch.tensor([[0.0, 0.0, 0.0]]), 3)
+    assert a.tolist() == b.tolist()
+
+
+def test_metric_functions_on_a_hand_case():
+    hits = torch.tensor([[False, True, True, False]])
+    n_rel = torch.tensor([3.0])
+    m = compute_all(hits, n_rel, [4])
+    assert m["recall@4"].item() == pytest.approx(2 / 3)
+    assert m["precision@4"].item() == pytest.approx(0.5)
+    assert m["mrr@4"].item() == pytest.approx(0.5)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m["ndcg@4"].item() == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / idcg)
+    assert m["map@4"].item() == pytest.approx((1 / 2 + 2 / 3) / 3)
+
+
+def test_nan_scores_are_rejected(synthetic_split):
+    from coldstart.errors import DataError
+
+    with pytest.raises(DataError, match="NaN"):
+        evaluate_scores(lambda u: torch.full((len(u), synthetic_split.n_items), float("nan")), synthetic_split, "test")
+
+
+def test_sampled_ranking_matches_naive_reference(synthetic_split):
+    split = synthetic_split
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 6, size=(split.n_users, split.n_items)).astype(np.float32)
+    res = evaluate_sampled(lambda u: torch.from_numpy(scores[u.numpy()]), split, "test", scenarios=("cold",),
+                           ks=(10,), n_negatives=30, seed=5)
+    assert res.sampled
+    every = split.matrix("train", "valid", "test")
+    frame = res.per_user
+    assert len(frame) == int(split.test.cold.sum())
+    # hit_rate@10 and ndcg@10 must agree with the rank implied by mrr for every positive.
+    rank = np.round(1 / frame["mrr"].to_numpy() - 1).astype(int)
+    assert np.all((rank < 10) == (frame["hit_rate@10"].to_numpy() == 1))
+    np.testing.assert_allclose(frame["ndcg@10"], np.where(rank < 10, 1 / np.log2(rank + 2), 0.0))
+    # A model that scores every positive strictly highest has rank 0 for every positive.
+    best = np.zeros_like(scores)
+    best[split.test.users, split.test.items] = 10.0
+    perfect = evaluate_sampled(lambda u: torch.from_numpy(best[u.numpy()]), split, "test", scenarios=("cold",),
+                               ks=(10,), n_negatives=30, seed=5)
+    assert perfect.metrics["cold"]["mrr"] == 1.0
+    # Sampled negatives are never interacted items and always cold candidates.
+    from coldstart.data.sampling import positive_keys, sample_negatives
+
+    coo = every.tocoo()
+    keys = positive_keys(coo.row, coo.col, split.n_items)
+    pool = np.flatnonzero(~split.train_item_mask())
+    negs = sample_negatives(split.test.users, 30, split.n_items, keys, np.random.default_rng(0), candidates=pool)
+    assert not every[np.repeat(split.test.users, 30), negs.ravel()].any()
+    assert np.isin(negs, pool).all()

@@ -1,0 +1,67 @@
+"""The shared contract test, parametrised over every registered model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from coldstart.errors import DataError
+from coldstart.experiments import seed_everything
+from coldstart.models import MODELS, Recommender
+
+
+@pytest.fixture(params=sorted(MODELS))
+def fitted(request, synthetic_split):
+    seed_everything(0)
+    return MODELS[request.param]().fit(synthetic_split)
+
+
+def test_score_shape_and_finite_cold_scores(fitted, synthetic_split):
+    users = torch.arange(7)
+    scores = fitted.score(users)
+    assert scores.shape == (7, synthetic_split.n_items)
+    cold = torch.from_numpy(synthetic_split.cold_items)
+    assert torch.isfinite(scores[:, cold]).all()
+    items = torch.tensor([0, 3, 5])
+    assert torch.allclose(fitted.score(users, items), scores[:, items])
+
+
+def test_recommend_masks_seen_items(fitted, synthetic_split):
+    users = torch.arange(synthetic_split.n_users)
+    top, top_scores = fitted.recommend(users, k=10)
+    train = synthetic_split.matrix("train")
+    assert top.shape == (synthetic_split.n_users, 10)
+    rows = np.repeat(users.numpy(), 10)
+    assert not np.asarray(train[rows, top.numpy().ravel().copy()]).any()
+    cold = torch.from_numpy(synthetic_split.cold_items)
+    only_cold, _ = fitted.recommend(users[:5], k=5, candidates=cold)
+    assert torch.isin(only_cold, cold).all()
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    back = Recommender.load(tmp_path / "m")
+    assert type(back) is type(fitted)
+    users = torch.arange(5)
+    assert torch.equal(back.score(users), fitted.score(users))
+    assert torch.equal(back.recommend(users, 5)[0], fitted.recommend(users, 5)[0])
+
+
+def test_deterministic_under_a_seed(fitted, synthetic_split):
+    seed_everything(0)
+    again = type(fitted)(**fitted.hyperparameters()).fit(synthetic_split)
+    assert torch.equal(again.score(torch.arange(9)), fitted.score(torch.arange(9)))
+
+
+def test_unknown_hyperparameter_is_rejected():
+    for name, klass in MODELS.items():
+        with pytest.raises(DataError, match=f"unknown hyperparameter 'nope' for {name}"):
+            klass(nope=1)
+
+
+def test_popularity_orders_by_training_counts(synthetic_split):
+    model = MODELS["pop"]().fit(synthetic_split)
+    counts = torch.bincount(torch.from_numpy(synthetic_split.train.items), minlength=synthetic_split.n_items)
+    assert torch.equal(torch.argsort(model.score(torch.tensor([0]))[0], stable=True),
+                       torch.argsort(counts.float(), stable=True))
