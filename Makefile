@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
+DEMO_MODEL ?= pop
+# Offline machines: use the shared data beside the checkout when COLDSTART_DATA_DIR is not set.
+export COLDSTART_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .PHONY: demo test install bench clean
 
@@ -16,7 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/coldstart run --dataset ml-100k --model best --protocol cold_item --seed 1 --output $(DEMO_DIR) --overwrite
+	@test -n "$$COLDSTART_DATA_DIR" || echo "note: COLDSTART_DATA_DIR is unset; ml-100k is downloaded from GroupLens"
+	$(VENV)/bin/coldstart run --dataset ml-100k --model $(DEMO_MODEL) --protocol cold_item --seed 1 --output $(DEMO_DIR) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest
