@@ -180,7 +180,6 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, help="Write the metrics JSON here."),
 ) -> None:
     """Evaluate recommendations computed anywhere against a saved split."""
-    import pandas as pd
 
     from coldstart.data.readers import read_table
     from coldstart.data.splits import Split
