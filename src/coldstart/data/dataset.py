@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from coldstart.data.modalities import Modality, Text
+from coldstart.data.modalities import Dense, Image, Modality, MultiLabel, Sparse, Text
 from coldstart.errors import DataError
 
 
@@ -201,9 +202,6 @@ def align_rows(row_ids, modality: Modality, index_ids: np.ndarray, field_name: s
 
 
 def _take_with_empty(mod: Modality, pos: np.ndarray) -> Modality:
-    from coldstart.data.modalities import Dense, Image, MultiLabel, Sparse, Text
-    import scipy.sparse as sp
-
     have = pos >= 0
     safe = np.where(have, pos, 0)
     if isinstance(mod, Dense):

@@ -12,8 +12,10 @@ cold_item_only, published) whether its item is cold; for cold_user whether its u
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +151,7 @@ class Split:
             old = folder.with_name(f".{folder.name}.old")
             os.replace(folder, old)
             os.replace(tmp, folder)
-            _rmtree(old)
+            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, folder)
         return folder
@@ -208,12 +210,6 @@ class Split:
             raise DataError("fingerprint mismatch: the split files changed since they were written", path=meta_path,
                             field="fingerprint")
         return split
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _part_from_frame(frame: pd.DataFrame, user_ids, item_ids, path: Path) -> Part:
@@ -422,8 +418,6 @@ def make_split(dataset: Dataset, protocol: str, seed: int = 0, **params) -> Spli
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r} (use {', '.join(PROTOCOLS)})", field="protocol")
-    import inspect
-
     allowed = set(inspect.signature(PROTOCOLS[protocol]).parameters) - {"dataset", "seed"}
     unknown = set(params) - allowed
     if unknown:
