@@ -11,10 +11,15 @@ from coldstart.experiments import seed_everything
 from coldstart.models import MODELS, Recommender
 
 
+#: Small budgets so the trained models fit in a second; the contract does not depend on quality.
+FAST = {"mf_bpr": {"num_epoch": 2}, "lightgcn": {"num_epoch": 2, "n_layers": 2},
+        "clcrec": {"num_epoch": 2, "num_neg": 8}}
+
+
 @pytest.fixture(params=sorted(MODELS))
 def fitted(request, synthetic_split):
     seed_everything(0)
-    return MODELS[request.param]().fit(synthetic_split)
+    return MODELS[request.param](**FAST.get(request.param, {})).fit(synthetic_split)
 
 
 def test_score_shape_and_finite_cold_scores(fitted, synthetic_split):

@@ -139,32 +139,46 @@ def split(
 
 @app.command()
 def run(
-    dataset: str = typer.Option(..., help="Dataset name or folder."),
-    model: str = typer.Option(..., help="Model name (see the README)."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name or folder."),
+    model: Optional[str] = typer.Option(None, help="Model name (see the README)."),
     protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
     config: Optional[Path] = typer.Option(None, help="JSON/TOML file with sections model, split, data and key ks."),
     set_: list[str] = typer.Option([], "--set", help="key=value (model), split.key=value, data.key=value."),
     seed: int = typer.Option(0, help="Random seed (split and model)."),
     k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
-    output: Path = typer.Option(..., help="Run directory."),
+    output: Optional[Path] = typer.Option(None, help="Run directory."),
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory "
+                                                     "(every other option comes from its config.json)."),
+    progress: bool = typer.Option(True, help="Progress bars while training."),
 ) -> None:
     """Train and evaluate one model; write a run directory and print the warm / cold / all table."""
+    from coldstart import experiments
     from coldstart.experiments import RunConfig
-    from coldstart.experiments import run as run_experiment
 
-    file_cfg = read_config_file(config) if config else {}
-    sets = parse_sets(set_)
-    cfg = RunConfig(
-        dataset=dataset, model=model, protocol=protocol, seed=seed,
-        data={**file_cfg.get("data", {}), **sets["data"]},
-        split={**file_cfg.get("split", {}), **sets["split"]},
-        hyper={**file_cfg.get("model", {}), **sets["hyper"]},
-        ks=parse_ks(k) if k else file_cfg.get("ks", [10, 20]),
-    )
-    with console.status("starting") as status:
-        metrics = run_experiment(cfg, output, overwrite=overwrite, status=lambda m: status.update(m))
+    def say(message: str) -> None:
+        console.print(f"[dim]{message}[/dim]")
+
+    if resume is not None:
+        metrics = experiments.resume(resume, status=say, progress=progress)
+        output = resume
+    else:
+        for name, value in (("--dataset", dataset), ("--model", model), ("--output", output)):
+            if value is None:
+                raise DataError(f"missing option {name} (or pass --resume RUN_DIR)", field=name)
+        file_cfg = read_config_file(config) if config else {}
+        sets = parse_sets(set_)
+        cfg = RunConfig(
+            dataset=dataset, model=model, protocol=protocol, seed=seed,
+            data={**file_cfg.get("data", {}), **sets["data"]},
+            split={**file_cfg.get("split", {}), **sets["split"]},
+            hyper={**file_cfg.get("model", {}), **sets["hyper"]},
+            ks=parse_ks(k) if k else file_cfg.get("ks", [10, 20]),
+        )
+        metrics = experiments.run(cfg, output, overwrite=overwrite, status=say, progress=progress)
     print_metrics(metrics, "test")
+    if metrics.get("best_epoch") is not None:
+        console.print(f"best epoch (validation recall): {metrics['best_epoch']}")
     if "note" in metrics:
         console.print(f"note: {metrics['note']}")
     console.print(f"run directory: {output}")

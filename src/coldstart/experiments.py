@@ -5,7 +5,8 @@
     RUN/model/             the checkpoint (config.json + model.pt)
     RUN/metrics.json       {"dataset", "model", "protocol", "seed", "best_epoch", "train_seconds", "valid": {...}, "test": {...}}
     RUN/per_user.csv       per-user metrics (phase, scenario, user, metric columns), for significance tests
-    RUN/train.log          what happened, with timings
+    RUN/train.log          what happened, with timings (one line per epoch for trained models)
+    RUN/checkpoint/        checkpoint.pt after every epoch (trained models), so `resume` can continue
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from coldstart.errors import DataError
 from coldstart.eval.evaluate import SCENARIOS, EvalResult, evaluate
 from coldstart.models import MODELS
 from coldstart.models.base import atomic_write
+from coldstart.train import CHECKPOINT, TrainOptions
 
 log = logging.getLogger("coldstart")
 
@@ -67,7 +69,7 @@ def _file_logger(path: Path) -> logging.Handler:
 
 
 def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
-        status: Callable[[str], None] | None = None) -> dict:
+        status: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """Load, split, fit, evaluate on valid and test, and write the run directory.
 
     Args:
@@ -75,6 +77,7 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
         output: the run directory.
         overwrite: replace an existing run directory.
         status: called with a short description of each step (the CLI shows it).
+        progress: show per-epoch progress bars while training.
 
     Returns:
         The metrics.json content.
@@ -104,26 +107,69 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
                     "split_fingerprint": split.fingerprint()}
         _write_json(out / "config.json", resolved)
         log.info("split %s: train %d, valid %d, test %d", cfg.protocol, len(split.train), len(split.valid), len(split.test))
-        say(f"training {cfg.model}")
-        start = time.perf_counter()
-        model.fit(split)
-        train_seconds = time.perf_counter() - start
-        log.info("trained %s in %.2fs", cfg.model, train_seconds)
-        model.save(out / "model")
-        say("evaluating")
-        results = {phase: evaluate(model, split, phase, ks=cfg.ks) for phase in ("valid", "test")}
-        metrics = metrics_document(cfg, split, results, train_seconds, getattr(model, "best_epoch_", None))
-        if getattr(model, "cold_items", "content") == "none":
-            metrics["note"] = f"{cfg.model} has no representation for cold items; see its docs for how it scores them"
-        per_user = pd.concat([r.per_user.assign(phase=p) for p, r in results.items()], ignore_index=True)
-        per_user.to_csv(out / "per_user.csv.tmp", index=False)
-        (out / "per_user.csv.tmp").replace(out / "per_user.csv")
-        _write_json(out / "metrics.json", metrics)
-        log.info("test %s", json.dumps(metrics["test"]))
-        return metrics
+        return _train_and_report(cfg, model, split, out, TrainOptions(out / "checkpoint", False, progress, cfg.seed), say)
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def resume(output: str | Path, status: Callable[[str], None] | None = None, progress: bool = False) -> dict:
+    """Continue an interrupted run from its last epoch checkpoint; the result equals an uninterrupted run.
+
+    Args:
+        output: the run directory written by `run`.
+        status, progress: as in `run`.
+
+    Returns:
+        The metrics.json content (read back when the run had already finished).
+    """
+    say = status or (lambda msg: None)
+    out = Path(output)
+    if (out / "metrics.json").exists():
+        say("run already finished")
+        return json.loads((out / "metrics.json").read_text())
+    if not (out / "config.json").exists():
+        raise DataError("not a run directory (no config.json)", path=out)
+    saved = json.loads((out / "config.json").read_text())
+    split_params = {k: v for k, v in saved["split"].items() if k != "seed"}
+    cfg = RunConfig(dataset=saved["dataset"], model=saved["model"], protocol=saved["protocol"], seed=saved["seed"],
+                    data=saved["data"], split=split_params, hyper=saved["hyperparameters"], ks=saved["ks"])
+    model = MODELS[cfg.model](**cfg.hyper)
+    seed_everything(cfg.seed)
+    say(f"loading {cfg.dataset}")
+    dataset = load_dataset(cfg.dataset, **cfg.data)
+    split = Split.load(out / "split", dataset=dataset)
+    has_checkpoint = (out / "checkpoint" / CHECKPOINT).exists()
+    handler = _file_logger(out / "train.log")
+    try:
+        log.info("resuming %s (%s)", out, "from the last checkpoint" if has_checkpoint else "no checkpoint: from the start")
+        options = TrainOptions(out / "checkpoint", has_checkpoint, progress, cfg.seed)
+        return _train_and_report(cfg, model, split, out, options, say)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: TrainOptions,
+                      say: Callable[[str], None]) -> dict:
+    """Fit (with checkpoints), save the model, evaluate valid and test, write metrics.json and per_user.csv."""
+    say(f"training {cfg.model}")
+    start = time.perf_counter()
+    model.fit(split, options)
+    train_seconds = time.perf_counter() - start
+    log.info("trained %s in %.2fs", cfg.model, train_seconds)
+    model.save(out / "model")
+    say("evaluating")
+    results = {phase: evaluate(model, split, phase, ks=cfg.ks) for phase in ("valid", "test")}
+    metrics = metrics_document(cfg, split, results, train_seconds, getattr(model, "best_epoch_", None))
+    if getattr(model, "cold_items", "content") == "none":
+        metrics["note"] = f"{cfg.model} has no representation for cold items; see its docs for how it scores them"
+    per_user = pd.concat([r.per_user.assign(phase=p) for p, r in results.items()], ignore_index=True)
+    per_user.to_csv(out / "per_user.csv.tmp", index=False)
+    (out / "per_user.csv.tmp").replace(out / "per_user.csv")
+    _write_json(out / "metrics.json", metrics)
+    log.info("test %s", json.dumps(metrics["test"]))
+    return metrics
 
 
 def metrics_document(cfg: RunConfig, split: Split, results: dict[str, EvalResult], train_seconds: float,

@@ -1,12 +1,17 @@
 """Model registry: name -> class. A new model is one module plus one line here."""
 
 from coldstart.models.base import Recommender
+from coldstart.models.bpr import MFBPR, LightGCN
+from coldstart.models.clcrec import CLCRec
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
 
 MODELS: dict[str, type[Recommender]] = {
     Popularity.name: Popularity,
     RandomScores.name: RandomScores,
+    MFBPR.name: MFBPR,
+    LightGCN.name: LightGCN,
+    CLCRec.name: CLCRec,
 }
 
 __all__ = ["MODELS", "Recommender"]

@@ -52,8 +52,11 @@ class Recommender(nn.Module):
     def build(self, dims: dict[str, int]) -> None:
         """Create parameters and buffers for these sizes (n_users, n_items, feature widths)."""
 
-    def _fit(self, split: Split) -> None:
-        """Learn from `split.train` (valid may be used for early stopping, never test)."""
+    def _fit(self, split: Split, options=None) -> None:
+        """Learn from `split.train` (valid may be used for early stopping, never test).
+
+        `options` is a train.TrainOptions (checkpoints, resume, progress) for models trained by train.py.
+        """
 
     def score(self, users: Tensor, items: Tensor | None = None) -> Tensor:
         """Scores float [B, I] of `users` (int64 [B]) for `items` (int64 [I'], default every item)."""
@@ -64,23 +67,27 @@ class Recommender(nn.Module):
         """The sizes `build` needs; models with content add feature widths."""
         return {"n_users": split.n_users, "n_items": split.n_items}
 
-    def fit(self, split: Split) -> "Recommender":
-        """Build for the split's sizes, remember the training interactions (for masking), train; return self."""
+    def fit(self, split: Split, options=None) -> "Recommender":
+        """Build for the split's sizes, remember the training interactions (for masking), train; return self.
+
+        Args:
+            split: the split; only its train part (and valid, for early stopping) is used.
+            options: optional train.TrainOptions (checkpoint folder, resume, progress bars, seed).
+        """
         self.dims_ = self.dims_for(split)
         self.build(self.dims_)
         train = split.matrix("train")
         self.seen_indptr_ = torch.from_numpy(train.indptr.astype(np.int64))
         self.seen_indices_ = torch.from_numpy(train.indices.astype(np.int64))
-        self._fit(split)
+        self._fit(split, options)
         return self
 
     def seen_mask(self, users: Tensor) -> Tensor:
         """bool [B, I]: items each user interacted with in training."""
-        starts, ends = self.seen_indptr_[users], self.seen_indptr_[users + 1]
-        counts = ends - starts
+        from coldstart.nn.content import gather_csr_rows
+
+        cols, _, _, counts = gather_csr_rows(self.seen_indptr_, self.seen_indices_, None, users)
         rows = torch.repeat_interleave(torch.arange(len(users)), counts)
-        offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        cols = self.seen_indices_[torch.repeat_interleave(starts, counts) + offsets]
         mask = torch.zeros(len(users), self.dims_["n_items"], dtype=torch.bool)
         mask[rows, cols] = True
         return mask
@@ -142,8 +149,9 @@ class Recommender(nn.Module):
         model.dims_ = {k: int(v) for k, v in meta["dims"].items()}
         model.build(model.dims_)
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        for name in ("seen_indptr_", "seen_indices_"):
-            setattr(model, name, state[name])
+        for name, _ in list(model.named_buffers(recurse=False)):
+            if name.endswith("_") and name in state:  # fitted buffers whose size depends on the data
+                setattr(model, name, state[name])
         model.load_state_dict(state)
         model.eval()
         return model

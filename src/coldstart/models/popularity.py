@@ -23,7 +23,7 @@ class Popularity(Recommender):
     def build(self, dims: dict[str, int]) -> None:
         self.register_buffer("popularity_", torch.zeros(dims["n_items"]))
 
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, options=None) -> None:
         counts = torch.bincount(torch.from_numpy(split.train.items), minlength=split.n_items)
         self.popularity_ = torch.log1p(counts.float())
 

@@ -1,0 +1,1 @@
+"""Reusable layers: contrastive / ranking losses, LightGCN propagation, the content feature encoder."""

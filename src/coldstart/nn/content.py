@@ -1,0 +1,200 @@
+"""Item content as model input, and the CLCRec feature encoder (an MLP with one hidden layer, Eq. 11).
+
+Numeric modalities (Dense, Sparse, MultiLabel) are each L2-normalised per row, then concatenated: dense
+ones into a dense block, sparse ones (tags, actors, bags of words) into a CSR block. The first layer reads
+the CSR block with an EmbeddingBag (a sparse matrix product), so thousands of one-hot columns cost only
+their non-zeros. Text and Image modalities need a feature extractor first and are skipped here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coldstart.data.modalities import Dense, MultiLabel, Sparse
+from coldstart.errors import DataError
+
+#: First word of a modality name -> the official CLCRec switch that controls it (has_v / has_a / has_t).
+KIND_WORDS = {
+    "v": {"v", "visual", "image", "poster", "video", "frame"},
+    "a": {"a", "acoustic", "audio", "sound"},
+    "t": {"t", "textual", "text", "plot", "title", "description", "abstract", "review", "summary"},
+}
+
+
+def modality_kind(name: str) -> str | None:
+    """'v', 'a', 't' or None (categorical / other) from the first word of a modality name."""
+    first = re.split(r"[_\-:. ]", name.lower(), maxsplit=1)[0]
+    return next((kind for kind, words in KIND_WORDS.items() if first in words), None)
+
+
+@dataclass
+class ContentSpec:
+    """Which modalities feed a model, in order, and how to rebuild their input for new items (JSON-able)."""
+
+    names: list[str] = field(default_factory=list)
+    dims: list[int] = field(default_factory=list)
+    dense: list[bool] = field(default_factory=list)
+    vocabularies: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def dense_dim(self) -> int:
+        return sum(d for d, is_dense in zip(self.dims, self.dense) if is_dense)
+
+    @property
+    def sparse_dim(self) -> int:
+        return sum(d for d, is_dense in zip(self.dims, self.dense) if not is_dense)
+
+
+def select_modalities(features: dict, use: tuple[str, ...] | list[str] | None = None,
+                      switches: dict[str, bool] | None = None) -> ContentSpec:
+    """The spec of the numeric modalities to use.
+
+    Args:
+        features: name -> modality (a Dataset's item_features).
+        use: names to use (default: every numeric modality).
+        switches: {"v": has_v, "a": has_a, "t": has_t}; a False drops modalities of that kind.
+    """
+    switches = switches or {}
+    if use is not None:
+        missing = [n for n in use if n not in features]
+        if missing:
+            raise DataError(f"unknown modality {missing[0]!r} (have: {', '.join(features) or 'none'})",
+                            field="modalities")
+    spec = ContentSpec()
+    for name in (use if use is not None else features):
+        mod = features[name]
+        if not isinstance(mod, (Dense, Sparse, MultiLabel)):
+            if use is not None:
+                raise DataError(f"modality {name!r} is {type(mod).__name__}: extract numeric features first "
+                                "(coldstart features)", field="modalities")
+            continue
+        if not switches.get(modality_kind(name) or "", True):
+            continue
+        spec.names.append(name)
+        spec.dims.append(mod.dim)
+        spec.dense.append(isinstance(mod, Dense))
+        if isinstance(mod, MultiLabel):
+            spec.vocabularies[name] = list(mod.vocabulary)
+    return spec
+
+
+def _row_normalize_dense(values: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return (values / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _row_normalize_sparse(mat: sp.csr_matrix) -> sp.csr_matrix:
+    mat = sp.csr_matrix(mat, dtype=np.float32, copy=True)
+    norms = np.sqrt(np.asarray(mat.multiply(mat).sum(axis=1)).ravel())
+    mat.data /= np.repeat(np.where(norms > 0, norms, 1.0), np.diff(mat.indptr)).astype(np.float32)
+    return mat
+
+
+def _as_matrix(name: str, value, spec: ContentSpec, pos: int, n_rows: int | None):
+    """One modality of new items -> dense ndarray or CSR with the trained width."""
+    if isinstance(value, MultiLabel) and name in spec.vocabularies:
+        index = {lab: j for j, lab in enumerate(spec.vocabularies[name])}
+        remap = np.array([index.get(lab, -1) for lab in value.vocabulary], dtype=np.int64)
+        coo = value.values.tocoo()
+        keep = remap[coo.col] >= 0  # labels never seen in training carry no weight
+        value = sp.csr_matrix((coo.data[keep], (coo.row[keep], remap[coo.col[keep]])),
+                              shape=(value.n_rows, spec.dims[pos]))
+    elif isinstance(value, Dense):
+        value = value.values if value.mask is None else np.where(value.mask[:, None], value.values, 0.0)
+    elif isinstance(value, (Sparse, MultiLabel)):
+        value = value.values
+    elif isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    if sp.issparse(value):
+        value = sp.csr_matrix(value)
+    else:
+        value = np.asarray(value, dtype=np.float32)
+        if value.ndim == 1:
+            value = value[None, :]
+    if value.ndim != 2 or value.shape[1] != spec.dims[pos]:
+        raise DataError(f"expected width {spec.dims[pos]}, got shape {tuple(value.shape)}", field=name)
+    if n_rows is not None and value.shape[0] != n_rows:
+        raise DataError(f"{value.shape[0]} rows, but other modalities have {n_rows}", field=name)
+    data = value.data if sp.issparse(value) else value
+    if not np.isfinite(data).all():
+        raise DataError("NaN or inf in features", field=name)
+    return value
+
+
+def build_content(spec: ContentSpec, features: dict, n_rows: int | None = None) -> tuple[np.ndarray, sp.csr_matrix]:
+    """(dense [N, Dd] float32, sparse CSR [N, Ds] float32): the normalised, concatenated input.
+
+    Args:
+        spec: from `select_modalities`.
+        features: name -> Modality, array, CSR or tensor; a modality absent here is treated as missing (zeros).
+        n_rows: expected number of rows (inferred from the first modality given when None).
+    """
+    given = [n for n in spec.names if n in features]
+    if not given:
+        raise DataError(f"no content given: expected some of {', '.join(spec.names)}", field="features")
+    mats = {}
+    for pos, name in enumerate(spec.names):
+        if name in features:
+            mats[name] = _as_matrix(name, features[name], spec, pos, n_rows)
+            n_rows = mats[name].shape[0]
+    dense_parts, sparse_parts = [], []
+    for pos, name in enumerate(spec.names):
+        mat = mats.get(name)
+        if spec.dense[pos]:
+            mat = np.zeros((n_rows, spec.dims[pos]), np.float32) if mat is None else mat
+            dense_parts.append(_row_normalize_dense(mat.toarray() if sp.issparse(mat) else mat))
+        else:
+            mat = sp.csr_matrix((n_rows, spec.dims[pos]), dtype=np.float32) if mat is None else mat
+            sparse_parts.append(_row_normalize_sparse(sp.csr_matrix(mat)))
+    dense = np.concatenate(dense_parts, axis=1) if dense_parts else np.zeros((n_rows, 0), np.float32)
+    sparse = sp.hstack(sparse_parts, format="csr", dtype=np.float32) if sparse_parts else \
+        sp.csr_matrix((n_rows, 0), dtype=np.float32)
+    return dense, sparse
+
+
+def gather_csr_rows(indptr: Tensor, indices: Tensor, values: Tensor | None, rows: Tensor):
+    """The non-zeros of some CSR rows, in row order, without a Python loop.
+
+    Returns:
+        (columns int64 [nnz'], offsets int64 [len(rows)] start of each row, values [nnz'] or None, counts [len(rows)]).
+    """
+    starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
+    offsets = torch.cumsum(counts, 0) - counts
+    total = int(counts.sum())
+    pos = torch.repeat_interleave(starts - offsets, counts, output_size=total) + torch.arange(total)
+    return indices[pos], offsets, None if values is None else values[pos], counts
+
+
+class ContentEncoder(nn.Module):
+    """f = W2 phi(W1 x + b1) + b2 with phi = leaky ReLU (CLCRec Eq. 11); x = [dense block | sparse block].
+
+    Xavier-uniform initialisation over the full input width, as if W1 were one dense matrix.
+    """
+
+    def __init__(self, dense_dim: int, sparse_dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        fan_in = dense_dim + sparse_dim
+        if fan_in == 0:
+            raise DataError("no numeric item content to encode", field="modalities")
+        bound = (6.0 / (fan_in + hidden)) ** 0.5
+        self.dense_weight = nn.Parameter(torch.empty(dense_dim, hidden).uniform_(-bound, bound))  # [Dd, H]
+        self.sparse_weight = nn.Parameter(torch.empty(sparse_dim, hidden).uniform_(-bound, bound))  # [Ds, H]
+        self.hidden_bias = nn.Parameter(torch.zeros(hidden))
+        self.out = nn.Linear(hidden, out)
+        nn.init.xavier_uniform_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, dense: Tensor, columns: Tensor, offsets: Tensor, weights: Tensor) -> Tensor:
+        """float [n, out] from dense [n, Dd] and the sparse rows (columns, offsets, weights) of n items."""
+        hidden = dense @ self.dense_weight + self.hidden_bias  # [n, H]
+        if self.sparse_weight.shape[0]:
+            hidden = hidden + F.embedding_bag(columns, self.sparse_weight, offsets, mode="sum",
+                                              per_sample_weights=weights)  # [n, H]
+        return self.out(F.leaky_relu(hidden))  # [n, out]
