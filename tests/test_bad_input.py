@@ -111,3 +111,22 @@ def test_cli_exit_code_2_and_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
     proc = run_cli("evaluate", "--split", str(tmp_path / "nope"), "--recommendations", "x.csv")
     assert proc.returncode == 2 and "meta.json" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "clcrec", "--set", "lr_lambda=2"], "error: field 'lr_lambda': must be in [0, 1], got 2"),
+    (["--model", "clcrec", "--set", "encoder=gat"], "error: field 'encoder': unknown encoder 'gat' (use mf, lightgcn)"),
+    (["--model", "clcrec", "--set", "modalities=[\"nope\"]", "--set", "num_epoch=1"],
+     "error: field 'modalities': unknown modality 'nope' (have: content, topic)"),
+    (["--model", "mf_bpr", "--set", "l_r=0"], "error: field 'l_r': must be > 0, got 0"),
+])
+def test_cli_rejects_bad_hyperparameters(tmp_path, args, message):
+    proc = run_cli("run", "--dataset", "synthetic", *args, "--output", str(tmp_path / "run"), "--no-progress")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == message
+
+
+def test_cli_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    proc = run_cli("run", "--resume", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path}: not a run directory (no config.json)"

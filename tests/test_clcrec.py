@@ -108,3 +108,22 @@ def test_modality_switches_follow_the_official_flags():
     assert modality_kind("visual") == "v" and modality_kind("poster_efficientnet") == "v"
     assert modality_kind("acoustic") == "a" and modality_kind("plot_minilm") == "t"
     assert modality_kind("genres") is None
+
+
+def test_item_embeddings_remap_labels_by_name(synthetic_split):
+    from coldstart.data.modalities import Dense, MultiLabel
+
+    model = _model(synthetic_split, num_neg=8)
+    model.eval()
+    topic = synthetic_split.dataset.item_features["topic"]
+    content = synthetic_split.dataset.item_features["content"]
+    row = 5
+    labels = topic.labels(row)
+    # Same item, but its labels given in a vocabulary of another order, plus a label never seen in training.
+    vocab = ["never-seen"] + list(reversed(topic.vocabulary))
+    other = MultiLabel.from_lists([labels + ["never-seen"]], vocabulary=vocab)
+    new = model.item_embeddings({"content": Dense(content.values[row:row + 1]), "topic": other})
+    same = model.item_embeddings({"content": content.take(np.array([row])), "topic": topic.take(np.array([row]))})
+    assert torch.allclose(new, same, atol=1e-6)
+    with pytest.raises(DataError, match="field 'content': expected width"):
+        model.item_embeddings({"content": np.zeros((1, 3)), "topic": other})

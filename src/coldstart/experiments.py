@@ -6,7 +6,8 @@
     RUN/metrics.json       {"dataset", "model", "protocol", "seed", "best_epoch", "train_seconds", "valid": {...}, "test": {...}}
     RUN/per_user.csv       per-user metrics (phase, scenario, user, metric columns), for significance tests
     RUN/train.log          what happened, with timings (one line per epoch for trained models)
-    RUN/checkpoint/        checkpoint.pt after every epoch (trained models), so `resume` can continue
+    RUN/checkpoint/        checkpoint.pt after every epoch (trained models), so `resume` can continue;
+                           removed once metrics.json is written
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: T
     (out / "per_user.csv.tmp").replace(out / "per_user.csv")
     _write_json(out / "metrics.json", metrics)
     log.info("test %s", json.dumps(metrics["test"]))
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the run is complete; model/ holds the best epoch
     return metrics
 
 
