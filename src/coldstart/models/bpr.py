@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from coldstart.errors import DataError
-from coldstart.models.embedding import EmbeddingRecommender
+from coldstart.models.embedding import EmbeddingRecommender, compact, rows
 from coldstart.nn.losses import bpr
 
 
@@ -82,7 +82,8 @@ class MFBPR(EmbeddingRecommender):
         cfg = self.config
         users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K]
         z_users, z_items = self.encode()
-        scores = torch.einsum("bd,bkd->bk", z_users[users], z_items[items])  # [B, 1 + K]
+        unique, slots, _ = compact(items, self.dims_["n_items"])  # score each distinct item once, then gather
+        scores = torch.gather(rows(z_users, users) @ rows(z_items, unique).T, 1, slots)  # [B, 1 + K]
         rank = bpr(scores[:, :1], scores[:, 1:])
         reg = self.regularizer(users, items)
         loss = rank + cfg.reg_weight * reg

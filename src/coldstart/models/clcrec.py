@@ -24,7 +24,7 @@ from torch import Tensor
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
 from coldstart.models.bpr import check_positive
-from coldstart.models.embedding import ENCODERS, EmbeddingRecommender, compact
+from coldstart.models.embedding import ENCODERS, EmbeddingRecommender, compact, rows
 from coldstart.nn.content import ContentEncoder, ContentSpec, build_content, gather_csr_rows, select_modalities
 from coldstart.nn.losses import info_nce
 
@@ -205,15 +205,15 @@ class CLCRec(EmbeddingRecommender):
         f = self.content_features(unique)  # [n, D]: the feature encoder sees only the batch's items
 
         z_users, z_items = self.encode()
-        z_u = z_users[users]  # [B, D]
-        z = z_items[unique]  # [n, D]
+        z_u = rows(z_users, users)  # [B, D]
+        z = rows(z_items, unique)  # [n, D]
         # L_UI with hybrid training: slot (b, k) uses f instead of z with probability rho.
         swap = torch.rand(items.shape, generator=generator) < cfg.num_sample  # [B, 1 + K]
         by_z = torch.gather(z_u @ z.T, 1, slot_ui)  # [B, 1 + K] z_u . z_j
         by_f = torch.gather(z_u @ f.T, 1, slot_ui)  # [B, 1 + K] z_u . f_j
         loss_ui = info_nce(torch.where(swap, by_f, by_z) / cfg.temp_value)
         # L_RE: cosine of the anchor's z_i with f of itself (slot 0) and of the negatives.
-        anchor = F.normalize(z_items[items[:, 0]], dim=-1)  # [B, D]
+        anchor = F.normalize(rows(z_items, items[:, 0]), dim=-1)  # [B, D]
         cosine = torch.gather(anchor @ F.normalize(f, dim=-1).T, 1, slot_re)  # [B, 1 + K']
         loss_re = info_nce(cosine / cfg.temp_value)
         reg = self.regularizer(users, items)

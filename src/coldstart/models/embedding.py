@@ -23,6 +23,15 @@ from coldstart.nn.graph import normalized_adjacency, propagate
 ENCODERS = ("mf", "lightgcn")
 
 
+def rows(table: Tensor, ids: Tensor) -> Tensor:
+    """table[ids] for any shape of ids -> [*ids.shape, D], via index_select.
+
+    The backward of plain indexing accumulates repeated ids in a thread-dependent order on CPU (runs with
+    2 threads differed bit-wise); index_select's backward is deterministic.
+    """
+    return table.index_select(0, ids.flatten()).view(*ids.shape, table.shape[-1])
+
+
 def compact(ids: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
     """torch.unique(ids, return_inverse=True, return_counts=True) for ids in [0, size), without sorting.
 
@@ -111,7 +120,7 @@ class EmbeddingRecommender(Recommender):
         """
         def weighted(table: Tensor, idx: Tensor) -> Tensor:
             unique, _, counts = compact(idx, len(table))
-            return (table[unique].pow(2).sum(-1) * counts).sum() / idx.numel()
+            return (rows(table, unique).pow(2).sum(-1) * counts).sum() / idx.numel()
 
         return weighted(self.user_embedding, users) + weighted(self.item_embedding, items)
 
