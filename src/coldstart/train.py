@@ -18,9 +18,9 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -53,11 +53,9 @@ class TrainOptions:
     valid_scenario: str = "all"
 
 
-@dataclass
-class History:
-    """Per-epoch records: epoch, seconds, loss parts and the validation metric."""
-
-    epochs: list[dict[str, Any]] = field(default_factory=list)
+def stops_early(cfg, bad_epochs: int, epochs_done: int) -> bool:
+    """The early-stopping rule: `patience` epochs without improvement, and at least `min_epochs` done."""
+    return bad_epochs >= cfg.patience and epochs_done >= cfg.min_epochs
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -145,7 +143,7 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
         seed, start, bad, history = ckpt["seed"], ckpt["epoch"], ckpt["bad_epochs"], ckpt["history"]
         best, best_epoch, best_state = ckpt["best"], ckpt["best_epoch"], ckpt["best_state"]
         log.info("resumed from %s after epoch %d (best epoch %s)", path, start, best_epoch)
-        if bad >= cfg.patience and start >= cfg.min_epochs:
+        if stops_early(cfg, bad, start):
             start = cfg.num_epoch  # it had already stopped early
     with _progress(opts.progress) as bars:
         for epoch in range(start, cfg.num_epoch):
@@ -180,7 +178,7 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
                 atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "seed": seed,
                                    "epoch": epoch + 1, "bad_epochs": bad, "history": history, "best": best,
                                    "best_epoch": best_epoch, "best_state": best_state}, path)
-            if bad >= cfg.patience and epoch + 1 >= cfg.min_epochs:
+            if stops_early(cfg, bad, epoch + 1):
                 log.info("early stop after epoch %d: no better validation recall for %d epochs", epoch + 1, bad)
                 break
     if best_state is not None:

@@ -19,14 +19,14 @@ from coldstart.nn.losses import bpr
 
 
 @dataclasses.dataclass(frozen=True)
-class BPRConfig:
-    """Hyperparameters (CLCRec's official names where they exist).
+class TrainedConfig:
+    """Settings every model trained by train.py has (CLCRec's official names where they exist).
 
     Attributes:
         dim_E: embedding size.
         l_r: Adam learning rate.
         reg_weight: weight of the squared L2 norm of the batch's id embeddings.
-        num_neg: negatives per positive (BPR: 1; the loss averages over them).
+        num_neg: negatives per positive.
         batch_size: positive pairs per batch.
         num_epoch: most epochs.
         patience: early stopping after this many epochs without a better validation recall.
@@ -48,6 +48,11 @@ class BPRConfig:
         check_positive(self, "dim_E", "l_r", "num_neg", "batch_size", "num_epoch", "patience", "valid_k")
         if self.reg_weight < 0:
             raise DataError(f"must be >= 0, got {self.reg_weight}", field="reg_weight")
+
+
+@dataclasses.dataclass(frozen=True)
+class BPRConfig(TrainedConfig):
+    """MF-BPR: the shared settings with BPR's defaults (one negative per positive, batches of 2048)."""
 
 
 @dataclasses.dataclass(frozen=True)

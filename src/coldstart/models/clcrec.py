@@ -23,24 +23,23 @@ from torch import Tensor
 
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
-from coldstart.models.bpr import check_positive
+from coldstart.models.bpr import TrainedConfig, check_positive
 from coldstart.models.embedding import ENCODERS, EmbeddingRecommender, compact, rows
 from coldstart.nn.content import ContentEncoder, ContentSpec, build_content, gather_csr_rows, select_modalities
 from coldstart.nn.losses import info_nce
 
 
 @dataclasses.dataclass(frozen=True)
-class CLCRecConfig:
+class CLCRecConfig(TrainedConfig):
     """Hyperparameters under the official names; defaults from the official README's Movielens command.
+
+    The shared training settings (dim_E, l_r, batch_size, num_epoch, patience, min_epochs, valid_k) are
+    documented in TrainedConfig; here reg_weight is eta, num_neg is K of L_UI, batch_size is 256.
 
     Attributes:
         encoder: CF encoder, "mf" (CEN_MF) or "lightgcn" (CEN_GCN).
         n_layers: propagation layers of the lightgcn encoder.
-        dim_E: size of collaborative embeddings and feature representations (paper: 64).
         hidden: hidden width of the feature encoder MLP.
-        l_r: Adam learning rate.
-        reg_weight: eta, weight of the squared L2 norm of the batch's id embeddings.
-        num_neg: K, negatives per positive in L_UI (and in L_RE unless num_neg_re is set).
         num_neg_re: K of L_RE; None reuses the U-I negatives (as the official code does); an integer draws
             that many other training items per anchor.
         lr_lambda: lambda, weight of L_RE (1 - lambda weighs L_UI).
@@ -48,20 +47,14 @@ class CLCRecConfig:
         num_sample: rho, probability that an item slot of L_UI uses its feature representation.
         has_v, has_a, has_t: use visual / acoustic / textual modalities (by modality name, see nn/content.py).
         modalities: names of the item modalities to use (default: every numeric one).
-        batch_size: positive pairs per batch.
-        num_epoch: most epochs.
-        patience: early stopping after this many epochs without a better validation recall (paper: 10).
-        min_epochs: no early stop before this many epochs (Xavier-initialised tables sit on a plateau first).
-        valid_k: K of the validation recall@K used for early stopping.
     """
 
-    encoder: str = "mf"
-    n_layers: int = 3
-    dim_E: int = 64
-    hidden: int = 256
-    l_r: float = 0.001
     reg_weight: float = 0.1
     num_neg: int = 128
+    batch_size: int = 256
+    encoder: str = "mf"
+    n_layers: int = 3
+    hidden: int = 256
     num_neg_re: int | None = None
     lr_lambda: float = 0.5
     temp_value: float = 2.0
@@ -70,24 +63,19 @@ class CLCRecConfig:
     has_a: bool = True
     has_t: bool = True
     modalities: tuple[str, ...] | None = None
-    batch_size: int = 256
-    num_epoch: int = 1000
-    patience: int = 10
-    min_epochs: int = 20
-    valid_k: int = 20
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.encoder not in ENCODERS:
             raise DataError(f"unknown encoder {self.encoder!r} (use {', '.join(ENCODERS)})", field="encoder")
-        check_positive(self, "dim_E", "hidden", "l_r", "num_neg", "temp_value", "batch_size", "num_epoch",
-                       "patience", "valid_k")
+        check_positive(self, "hidden", "temp_value")
         for name in ("lr_lambda", "num_sample"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise DataError(f"must be in [0, 1], got {getattr(self, name)}", field=name)
         if self.num_neg_re is not None and self.num_neg_re < 1:
             raise DataError(f"must be >= 1 or null, got {self.num_neg_re}", field="num_neg_re")
-        if self.reg_weight < 0 or self.n_layers < 0:
-            raise DataError("must be >= 0", field="reg_weight" if self.reg_weight < 0 else "n_layers")
+        if self.n_layers < 0:
+            raise DataError(f"must be >= 0, got {self.n_layers}", field="n_layers")
         if self.modalities is not None:
             object.__setattr__(self, "modalities", tuple(self.modalities))  # JSON gives a list
 
