@@ -1,4 +1,4 @@
-"""The `coldstart` command line: datasets, split, run, evaluate. Thin wrappers over the Python API.
+"""The `coldstart` command line: datasets, features, split, run, evaluate. Thin wrappers over the Python API.
 
 Bad input ends with a one-line `error: ...` on stderr and exit code 2, never a traceback.
 """
@@ -17,7 +17,7 @@ from rich.table import Table
 from coldstart.errors import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Cold-start recommendation: load, split, train, evaluate.")
+                  help="Cold-start recommendation: load, extract features, split, train, evaluate.")
 console = Console()
 
 
@@ -115,6 +115,55 @@ def datasets(sizes: bool = typer.Option(True, help="Load each dataset found to r
     console.print("\n".join(where), markup=False, highlight=False, soft_wrap=True)
 
 
+def parse_presets(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+@app.command()
+def features(
+    dataset: str = typer.Option(..., help="Dataset name or folder."),
+    preset: Optional[str] = typer.Option(None, help="Presets, comma-separated (e.g. visual,textual,meta), or "
+                                                    "kind:modality specs; omit to list the dataset's presets."),
+    protocol: str = typer.Option("cold_item", help="Split protocol, for presets built from training interactions."),
+    seed: int = typer.Option(0, help="Split seed, for presets built from training interactions."),
+    set_: list[str] = typer.Option([], "--set", help="split.<param>=value or data.<option>=value."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default $COLDSTART_FEATURE_CACHE "
+                                                        "or ~/.cache/coldstart/features)."),
+    progress: bool = typer.Option(True, help="Progress bars while extracting."),
+) -> None:
+    """Extract content features (cached on disk); `run --features` uses the same cache."""
+    from coldstart.data.loaders import load_dataset
+    from coldstart.features import PRESETS, FeatureCache, describe, get_preset, with_features
+
+    sets = parse_sets(set_)
+    if sets["hyper"]:
+        raise DataError(f"unknown setting {next(iter(sets['hyper']))!r} (use split.<param> or data.<option>)", field="--set")
+    ds = load_dataset(dataset, **sets["data"])
+    names = parse_presets(preset)
+    if not names:
+        table = Table(title=f"feature presets of {ds.name}")
+        for col in ("preset", "side", "extractor", "content"):
+            table.add_column(col, overflow="fold")
+        for p in PRESETS.get(ds.name, {}).values():
+            table.add_row(p.name, p.side, p.extractor, p.description)
+        console.print(table)
+        console.print("any dataset also takes kind:modality specs: sentence:<text>, tfidf:<text or labels>[@dim], "
+                      "image:<images>, multihot:<labels>[+<labels>]", markup=False, highlight=False)
+        return
+    train = None
+    if any(get_preset(ds, n).needs_train for n in names):
+        from coldstart.data.splits import make_split
+
+        train = make_split(ds, protocol, seed=seed, **sets["split"]).train
+        console.print(f"[dim]text from the training interactions of {protocol} (seed {seed})[/dim]")
+    cache = FeatureCache(cache_dir) if cache_dir is not None else FeatureCache()
+    _, reports = with_features(ds, names, train=train, cache=cache, progress=progress,
+                               status=lambda line: console.print(line, markup=False, highlight=False))
+    for report in reports:
+        if report.get("path"):
+            console.print(f"[dim]cached {report['path']}[/dim]")
+
+
 @app.command()
 def split(
     dataset: str = typer.Option(..., help="Dataset name or folder."),
@@ -150,6 +199,8 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory "
                                                      "(every other option comes from its config.json)."),
+    features: Optional[str] = typer.Option(None, help="Feature presets to build (or read from the cache) and use "
+                                                      "as the content, comma-separated (see `coldstart features`)."),
     progress: bool = typer.Option(True, help="Progress bars while training."),
 ) -> None:
     """Train and evaluate one model; write a run directory and print the warm / cold / all table."""
@@ -174,6 +225,7 @@ def run(
             split={**file_cfg.get("split", {}), **sets["split"]},
             hyper={**file_cfg.get("model", {}), **sets["hyper"]},
             ks=parse_ks(k) if k else file_cfg.get("ks", [10, 20]),
+            features=parse_presets(features) or list(file_cfg.get("features", [])),
         )
         metrics = experiments.run(cfg, output, overwrite=overwrite, status=say, progress=progress)
     print_metrics(metrics, "test")

@@ -1,6 +1,8 @@
 """`run`: one dataset, model, protocol and seed -> a run directory.
 
-    RUN/config.json        every resolved setting (dataset options, protocol parameters, hyperparameters, eval)
+    RUN/config.json        every resolved setting (dataset options, protocol parameters, hyperparameters, eval,
+                           feature presets)
+    RUN/features.json      one report per feature preset (sizes, items without content, timing, cache hit)
     RUN/split/             the split (train/valid/test.csv + meta.json)
     RUN/model/             the checkpoint (config.json + model.pt)
     RUN/metrics.json       {"dataset", "model", "protocol", "seed", "best_epoch", "train_seconds", "valid": {...}, "test": {...}}
@@ -48,6 +50,7 @@ class RunConfig:
     split: dict[str, Any] = field(default_factory=dict)  # protocol parameters, e.g. {"cold_fraction": 0.2}
     hyper: dict[str, Any] = field(default_factory=dict)  # model hyperparameters
     ks: list[int] = field(default_factory=lambda: [10, 20])
+    features: list[str] = field(default_factory=list)  # feature presets replacing the raw content, e.g. ["textual"]
 
 
 def seed_everything(seed: int) -> None:
@@ -95,6 +98,7 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
     dataset = load_dataset(cfg.dataset, **cfg.data)
     say(f"splitting ({cfg.protocol}, seed {cfg.seed})")
     split = make_split(dataset, cfg.protocol, seed=cfg.seed, **cfg.split)
+    feature_reports = use_features(cfg, split, progress, say)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -104,9 +108,11 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
         split.save(out / "split")
         resolved = {"dataset": cfg.dataset, "model": cfg.model, "protocol": cfg.protocol, "seed": cfg.seed,
                     "data": cfg.data, "split": {**split.params, "seed": split.seed},
-                    "hyperparameters": model.hyperparameters(), "ks": cfg.ks,
+                    "hyperparameters": model.hyperparameters(), "ks": cfg.ks, "features": cfg.features,
                     "split_fingerprint": split.fingerprint()}
         _write_json(out / "config.json", resolved)
+        if feature_reports:
+            _write_json(out / "features.json", feature_reports)
         log.info("split %s: train %d, valid %d, test %d", cfg.protocol, len(split.train), len(split.valid), len(split.test))
         return _train_and_report(cfg, model, split, out, TrainOptions(out / "checkpoint", False, progress, cfg.seed), say)
     finally:
@@ -134,12 +140,13 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
     saved = json.loads((out / "config.json").read_text())
     split_params = {k: v for k, v in saved["split"].items() if k != "seed"}
     cfg = RunConfig(dataset=saved["dataset"], model=saved["model"], protocol=saved["protocol"], seed=saved["seed"],
-                    data=saved["data"], split=split_params, hyper=saved["hyperparameters"], ks=saved["ks"])
+                    data=saved["data"], split=split_params, hyper=saved["hyperparameters"], ks=saved["ks"], features=saved.get("features", []))
     model = MODELS[cfg.model](**cfg.hyper)
     seed_everything(cfg.seed)
     say(f"loading {cfg.dataset}")
     dataset = load_dataset(cfg.dataset, **cfg.data)
     split = Split.load(out / "split", dataset=dataset)
+    use_features(cfg, split, progress, say)
     has_checkpoint = (out / "checkpoint" / CHECKPOINT).exists()
     handler = _file_logger(out / "train.log")
     try:
@@ -149,6 +156,20 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def use_features(cfg: RunConfig, split: Split, progress: bool, say: Callable[[str], None]) -> list[dict]:
+    """Replace the split's dataset content by the configured feature presets (built from train only)."""
+    if not cfg.features:
+        return []
+    from coldstart.features import with_features
+
+    say(f"features: {', '.join(cfg.features)}")
+    split.dataset, reports = with_features(split.dataset, cfg.features, train=split.train, progress=progress,
+                                           status=say)
+    for report in reports:
+        log.info("features %s", json.dumps(report))
+    return reports
 
 
 def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: TrainOptions,

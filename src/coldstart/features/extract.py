@@ -1,0 +1,207 @@
+"""Run a preset: gather its content, look up the cache, extract (with a progress bar) and store the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from coldstart.data.dataset import Dataset
+from coldstart.data.modalities import Dense, Image, Sparse
+from coldstart.errors import DataError
+from coldstart.features import tabular
+from coldstart.features.cache import FeatureCache, content_hash
+from coldstart.features.presets import Extracted, Preset, get_preset
+
+OnBatch = Callable[[int], None]
+
+
+def _sentence(texts: list[str], settings: dict, on_batch: OnBatch) -> Extracted:
+    from coldstart.features.text import SentenceEncoder
+
+    values, mask = SentenceEncoder(settings["model"], settings["batch_size"]).encode(texts, on_batch)
+    return Extracted(values, mask, {"empty_texts": int((~mask).sum())})
+
+
+def _reviews(content: tuple[list[str], np.ndarray, int], settings: dict, on_batch: OnBatch) -> Extracted:
+    """Embed every review, then average per item: one item document of many reviews would be truncated."""
+    from coldstart.features.text import SentenceEncoder
+
+    texts, items, n_items = content
+    vectors, has_text = SentenceEncoder(settings["model"], settings["batch_size"]).encode(texts, on_batch)
+    rows = items[has_text]
+    pool = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, np.arange(len(rows)))),
+                         shape=(n_items, len(rows)))  # [I, R]: sums the reviews of each item
+    summed = np.asarray(pool @ vectors[has_text], dtype=np.float32)  # [I, D]
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    mask = norms[:, 0] > 0
+    return Extracted(summed / np.where(norms > 0, norms, 1.0), mask,
+                     {"reviews": len(texts), "empty_texts": int((~has_text).sum())})
+
+
+def _tfidf(documents, settings: dict, on_batch: OnBatch) -> Extracted:
+    from coldstart.features.text import tfidf
+
+    values, mask, info = tfidf(documents, settings.get("svd_dim"), settings.get("min_df", 1))
+    on_batch(mask.shape[0])
+    return Extracted(values, mask, info | {"empty_documents": int((~mask).sum())})
+
+
+def _image(images: Image, settings: dict, on_batch: OnBatch) -> Extracted:
+    from coldstart.features.image import ImageEncoder
+
+    values, mask, unreadable = ImageEncoder(settings["batch_size"]).encode(images, on_batch)
+    return Extracted(values, mask, {"no_image": int(sum(r is None for r in images.refs)),
+                                    "unreadable_rows": unreadable})
+
+
+def _tabular(blocks: list, settings: dict, on_batch: OnBatch) -> Extracted:
+    parts, columns, missing = [], [], 0
+    for block in blocks:
+        if block[0] == "labels":
+            part, names = tabular.multi_hot(block[1], top_n=block[2], min_count=block[3])
+        elif block[0] == "number":
+            part, _, info = tabular.standardize(block[1].values, block[1].mask)
+            names, missing = [f"number{len(columns)}"] * part.shape[1], missing + info["missing"]
+        else:
+            part, names = tabular.one_hot(block[1])
+        parts.append(part)
+        columns.append(len(names))
+    values = tabular.concat_blocks(parts)
+    on_batch(values.shape[0])
+    return Extracted(values, np.abs(values).sum(axis=1) > 0, {"block_widths": columns, "missing_numbers": missing})
+
+
+#: extractor -> (version, compute, work units of the content for the progress bar). Bump a version when its
+#: output changes, so old cache entries stop matching.
+EXTRACTORS: dict[str, tuple[str, Callable[[Any, dict, OnBatch], Extracted], Callable[[Any], int]]] = {
+    "sentence": ("1", _sentence, len),
+    "reviews": ("1", _reviews, lambda content: len(content[0])),
+    "tfidf": ("1", _tfidf, lambda docs: docs.shape[0] if sp.issparse(docs) else len(docs)),
+    "image": ("1", _image, lambda images: sum(r is not None for r in images.refs)),
+    "tabular": ("1", _tabular, lambda blocks: 1),
+}
+
+
+def _row_ids(dataset: Dataset, side: str) -> np.ndarray:
+    return dataset.item_ids if side == "item" else dataset.user_ids
+
+
+def extract(dataset: Dataset, preset: str | Preset, train=None, cache: FeatureCache | None = None,
+            progress: bool = False) -> tuple[Dense | Sparse, dict]:
+    """Build one preset's modality for a dataset, from the cache when the same content was extracted before.
+
+    Args:
+        dataset: the loaded dataset.
+        preset: a preset name of the dataset (see `PRESETS`), a generic `kind:modality` spec, or a Preset.
+        train: the training interactions (a split's `train` part); required by presets built from interactions.
+        cache: where extractions are kept (default: the user cache; `FeatureCache(None)` turns caching off).
+        progress: show a progress bar while extracting.
+
+    Returns:
+        (the modality, row-aligned with the dataset's items or users; a report with sizes, content gaps, timing
+        and whether the cache was hit).
+    """
+    preset = get_preset(dataset, preset) if isinstance(preset, str) else preset
+    if preset.needs_train and train is None:
+        raise DataError(f"preset {preset.name!r} is built from training interactions: give a split's train part "
+                        "(coldstart features --protocol ...)", field="preset")
+    cache = FeatureCache() if cache is None else cache
+    version, compute, work = EXTRACTORS[preset.extractor]
+    content = preset.gather(dataset, train)
+    row_ids = _row_ids(dataset, preset.side)
+    key = content_hash(dataset.name, preset.name, preset.side, preset.extractor, version, preset.settings,
+                       row_ids, content)
+    hit = cache.load(dataset.name, preset.name, key)
+    if hit is not None:
+        values, mask, report = hit
+        return Extracted(values, mask).modality(), report | {"cache": "hit"}
+    start = time.perf_counter()
+    with _progress(progress, f"{preset.name} ({preset.extractor})", work(content)) as advance:
+        result = compute(content, preset.settings, advance)
+    if result.values.shape[0] != len(row_ids):
+        raise DataError(f"extractor returned {result.values.shape[0]} rows for {len(row_ids)}", field=preset.name)
+    report = {"dataset": dataset.name, "preset": preset.name, "side": preset.side, "extractor": preset.extractor,
+              "settings": preset.settings, "description": preset.description, "rows": int(result.values.shape[0]),
+              "dim": int(result.values.shape[1]),
+              "rows_without_content": 0 if result.mask is None else int((~result.mask).sum()),
+              "seconds": round(time.perf_counter() - start, 2), **result.report}
+    if "unreadable_rows" in report:  # report raw ids, not row numbers
+        report["unreadable_ids"] = [str(row_ids[r]) for r in report.pop("unreadable_rows")]
+    path = cache.save(dataset.name, preset.name, key, result.values, result.mask, report)
+    return result.modality(), report | {"cache": "miss" if path else "off", "path": str(path) if path else None}
+
+
+class _progress:
+    """A context manager yielding an `advance(n)` callable over a rich bar (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, description: str, total: int) -> None:
+        self.enabled, self.description, self.total = enabled, description, total
+
+    def __enter__(self) -> OnBatch:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.description, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def with_features(dataset: Dataset, presets: list[str], train=None, cache: FeatureCache | None = None,
+                  progress: bool = False, status: Callable[[str], None] | None = None) -> tuple[Dataset, list[dict]]:
+    """A copy of the dataset whose item (and / or user) modalities are exactly the presets' outputs.
+
+    The raw modalities of a side that gets any preset are dropped, so a model that uses "every numeric
+    modality" sees the presets and nothing else; a side without presets keeps its raw modalities.
+
+    Args:
+        dataset: the loaded dataset.
+        presets: preset names or generic specs, e.g. ["visual", "textual", "meta"].
+        train, cache, progress: as in `extract`.
+        status: called with one line per preset (its size, gaps, timing, cache hit).
+
+    Returns:
+        (the new dataset, one report per preset).
+    """
+    if not presets:
+        return dataset, []
+    built: dict[str, dict] = {"item": {}, "user": {}}
+    reports = []
+    for name in presets:
+        preset = get_preset(dataset, name)
+        if preset.name in built[preset.side]:
+            raise DataError(f"preset {name!r} given twice", field="features")
+        modality, report = extract(dataset, preset, train=train, cache=cache, progress=progress)
+        built[preset.side][preset.name] = modality
+        reports.append(report)
+        if status is not None:
+            status(describe(report))
+    changes = {f"{side}_features": mods for side, mods in built.items() if mods}
+    return dataclasses.replace(dataset, **changes), reports
+
+
+def describe(report: dict) -> str:
+    """One line about an extraction, e.g. 'visual: 3,690 items x 1280, 9 without content, extracted in 95.2s'."""
+    gaps = report.get("rows_without_content", 0)
+    unreadable = report.get("unreadable_ids") or []
+    text = f"{report['preset']}: {report['rows']:,} {report['side']}s x {report['dim']}"
+    if gaps:
+        text += f", {gaps:,} without content"
+    if unreadable:
+        text += f" ({len(unreadable)} unreadable images: {', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''})"
+    if report.get("missing_numbers"):
+        text += f", {report['missing_numbers']} missing numbers set to the mean"
+    if report.get("cache") == "hit":
+        return text + f" (from the cache; extraction took {report['seconds']}s)"
+    return text + f", extracted in {report['seconds']}s"
