@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluate.py
 	$(PY) benchmarks/bench_clcrec.py
+	$(PY) benchmarks/bench_features.py --dataset ml-100k
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -64,10 +64,12 @@ def test_one_hot_age_buckets_and_zip_prefixes():
     np.testing.assert_array_equal(block, [[0, 1], [1, 0], [0, 0], [0, 1]])
 
 
-def test_concat_blocks_gives_each_block_unit_norm_per_row():
-    out = tabular.concat_blocks([np.array([[1.0, 1.0, 1.0, 1.0], [0, 0, 0, 0]]), np.array([[2.0], [1.0]])])
+def test_concat_blocks_gives_each_indicator_block_unit_norm_per_row():
+    out = tabular.concat_blocks([np.array([[1.0, 1.0, 1.0, 1.0], [0, 0, 0, 0]]), np.array([[2.0], [1.0]]),
+                                 np.array([[-0.5], [1.5]])], scale=[True, True, False])
     np.testing.assert_allclose(np.linalg.norm(out[:, :4], axis=1), [1.0, 0.0])
     np.testing.assert_allclose(out[:, 4], [1.0, 1.0])
+    np.testing.assert_allclose(out[:, 5], [-0.5, 1.5])  # standardised numbers keep their magnitude
 
 
 # ---- TF-IDF -------------------------------------------------------------------------------------------------
@@ -289,6 +291,10 @@ def test_ml100k_tabular_presets(ml100k, tmp_path):
     ds, reports = with_features(ml100k, ["meta", "demographics"], cache=FeatureCache(tmp_path))
     meta, users = ds.item_features["meta"], ds.user_features["demographics"]
     assert meta.values.shape == (ml100k.n_items, 20) and reports[0]["block_widths"] == [19, 1]
+    year = ml100k.item_features["year"]
+    known = year.mask if year.mask is not None else np.ones(ml100k.n_items, bool)
+    years = year.values[known, 0]
+    np.testing.assert_allclose(meta.values[known, 19], (years - years.mean()) / years.std(), atol=1e-4)
     # one-hot blocks: gender (2) + 7 age buckets + 21 occupations + ZIP first digits and "other"
     assert reports[1]["block_widths"][:3] == [7, 2, 21]
     np.testing.assert_allclose(np.linalg.norm(users.values, axis=1), 2.0, rtol=1e-6)  # four unit blocks

@@ -59,7 +59,7 @@ def _image(images: Image, settings: dict, on_batch: OnBatch) -> Extracted:
 
 
 def _tabular(blocks: list, settings: dict, on_batch: OnBatch) -> Extracted:
-    parts, columns, missing = [], [], 0
+    parts, columns, scale, missing = [], [], [], 0
     for block in blocks:
         if block[0] == "labels":
             part, names = tabular.multi_hot(block[1], top_n=block[2], min_count=block[3])
@@ -70,7 +70,8 @@ def _tabular(blocks: list, settings: dict, on_batch: OnBatch) -> Extracted:
             part, names = tabular.one_hot(block[1])
         parts.append(part)
         columns.append(len(names))
-    values = tabular.concat_blocks(parts)
+        scale.append(block[0] != "number")
+    values = tabular.concat_blocks(parts, scale)
     on_batch(values.shape[0])
     return Extracted(values, np.abs(values).sum(axis=1) > 0, {"block_widths": columns, "missing_numbers": missing})
 
@@ -82,7 +83,7 @@ EXTRACTORS: dict[str, tuple[str, Callable[[Any, dict, OnBatch], Extracted], Call
     "reviews": ("1", _reviews, lambda content: len(content[0])),
     "tfidf": ("1", _tfidf, lambda docs: docs.shape[0] if sp.issparse(docs) else len(docs)),
     "image": ("1", _image, lambda images: sum(r is not None for r in images.refs)),
-    "tabular": ("1", _tabular, lambda blocks: 1),
+    "tabular": ("2", _tabular, lambda blocks: 1),  # 2: standardised numbers are no longer scaled to their sign
 }
 
 

@@ -78,14 +78,19 @@ def zip_prefix(codes: list[str], digits: int = 1) -> list[str]:
     return [c.strip()[:digits] if c.strip()[:digits].isdigit() else "other" for c in codes]
 
 
-def concat_blocks(blocks: list[np.ndarray]) -> np.ndarray:
-    """Concatenate blocks after scaling each row of each block to unit L2 norm.
+def concat_blocks(blocks: list[np.ndarray], scale: list[bool] | None = None) -> np.ndarray:
+    """Concatenate blocks, first scaling each row of each indicator block to unit L2 norm.
 
     Without this, a block with many ones per row (actors) would drown one with a single one (director).
-    """
-    scaled = []
-    for block in blocks:
-        norms = np.linalg.norm(block, axis=1, keepdims=True)
-        scaled.append(block / np.where(norms > 0, norms, 1.0))
-    return np.concatenate(scaled, axis=1).astype(np.float32)
 
+    Args:
+        blocks: float [N, D_b] each.
+        scale: per block, whether to scale it (default all). Standardised numbers are left as they are:
+            a one-column block scaled to unit norm would keep only its sign.
+    """
+    scale = [True] * len(blocks) if scale is None else scale
+    scaled = []
+    for block, do_scale in zip(blocks, scale):
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        scaled.append(block / np.where(norms > 0, norms, 1.0) if do_scale else block)
+    return np.concatenate(scaled, axis=1).astype(np.float32)
