@@ -60,6 +60,14 @@ def test_nan_in_feature_matrix(tmp_path):
     assert error_of(lambda: load_dataset(str(root))) == "field 'item_features.vec': NaN or inf in row for id b"
 
 
+def test_missing_cells_in_a_numeric_feature_table_get_the_mean_and_a_warning(tmp_path, caplog):
+    root = tabular(tmp_path / "d", features={"year.csv": "item,year,price\na,,3\nb,1990,5\n"})
+    with caplog.at_level("WARNING", logger="coldstart"):
+        ds = load_dataset(str(root))
+    np.testing.assert_array_equal(ds.item_features["year"].values, [[1990.0, 3.0], [1990.0, 5.0]])
+    assert "1 missing or non-finite values in column 'year' set to the column mean" in caplog.text
+
+
 def test_feature_rows_for_unknown_ids(tmp_path):
     root = tabular(tmp_path / "d", features={"text.csv": "item,text\na,x\nzz,y\n"})
     msg = error_of(lambda: load_dataset(str(root)))

@@ -146,6 +146,36 @@ def test_missing_extra_names_the_install_command():
         require("no_such_module_for_coldstart", "vision", "image features")
 
 
+def test_core_commands_do_not_import_the_extras():
+    import subprocess
+    import sys
+
+    code = ("import sys, coldstart.cli, coldstart.experiments, coldstart.features; "
+            "from coldstart.features import extract; from coldstart.data.loaders import load_dataset; "
+            "extract(load_dataset('synthetic', n_users=20, n_items=30), 'multihot:topic', "
+            "cache=__import__('coldstart.features', fromlist=['x']).FeatureCache(None)); "
+            "heavy = [m for m in ('sentence_transformers', 'transformers', 'PIL', 'efficientnet_lite_pytorch') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_names_the_extra_when_it_is_missing(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sentence_transformers.py").write_text("raise ImportError('simulated: not installed')\n")
+    data = tmp_path / "mine"
+    (data / "items").mkdir(parents=True)
+    (data / "interactions.csv").write_text("user,item\nu1,a\nu2,b\n")
+    (data / "items" / "plot.csv").write_text("item,plot\na,a heist in Paris\nb,a quiet summer\n")
+    proc = run_cli("features", "--dataset", str(data), "--preset", "sentence:plot", "--cache-dir", str(tmp_path / "c"),
+                   env_extra={"PYTHONPATH": str(fake)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: field 'text': sentence embeddings need the optional package "
+                                   "'sentence_transformers': pip install 'coldstart[text]'")
+
+
 def test_cli_features_and_run_with_features(tmp_path):
     cache = tmp_path / "cache"
     proc = run_cli("features", "--dataset", "synthetic", "--preset", "multihot:topic", "--cache-dir", str(cache),

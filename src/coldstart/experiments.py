@@ -114,6 +114,8 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
         if feature_reports:
             _write_json(out / "features.json", feature_reports)
         log.info("split %s: train %d, valid %d, test %d", cfg.protocol, len(split.train), len(split.valid), len(split.test))
+        for report in feature_reports:
+            log.info("features %s", json.dumps(report))
         return _train_and_report(cfg, model, split, out, TrainOptions(out / "checkpoint", False, progress, cfg.seed), say)
     finally:
         log.removeHandler(handler)
@@ -146,11 +148,13 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
     say(f"loading {cfg.dataset}")
     dataset = load_dataset(cfg.dataset, **cfg.data)
     split = Split.load(out / "split", dataset=dataset)
-    use_features(cfg, split, progress, say)
+    feature_reports = use_features(cfg, split, progress, say)
     has_checkpoint = (out / "checkpoint" / CHECKPOINT).exists()
     handler = _file_logger(out / "train.log")
     try:
         log.info("resuming %s (%s)", out, "from the last checkpoint" if has_checkpoint else "no checkpoint: from the start")
+        for report in feature_reports:
+            log.info("features %s", json.dumps(report))
         options = TrainOptions(out / "checkpoint", has_checkpoint, progress, cfg.seed)
         return _train_and_report(cfg, model, split, out, options, say)
     finally:
@@ -167,8 +171,6 @@ def use_features(cfg: RunConfig, split: Split, progress: bool, say: Callable[[st
     say(f"features: {', '.join(cfg.features)}")
     split.dataset, reports = with_features(split.dataset, cfg.features, train=split.train, progress=progress,
                                            status=say)
-    for report in reports:
-        log.info("features %s", json.dumps(report))
     return reports
 
 

@@ -104,7 +104,9 @@ def _train_reviews(dataset: Dataset, train) -> tuple[list[str], np.ndarray, int]
     keys = dataset.users.astype(np.int64) * dataset.n_items + dataset.items  # (user, item) pairs are unique
     train_keys = np.asarray(train.users, np.int64) * dataset.n_items + np.asarray(train.items, np.int64)
     order = np.argsort(keys, kind="stable")
-    pos = order[np.searchsorted(keys, train_keys, sorter=order)]
+    pos = order[np.minimum(np.searchsorted(keys, train_keys, sorter=order), len(keys) - 1)]
+    if not np.array_equal(keys[pos], train_keys):
+        raise DataError("the training interactions are not interactions of this dataset", field="train")
     return [reviews.texts[r] for r in pos], dataset.items[pos], dataset.n_items
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,15 @@ from coldstart.data.readers import require_file
 from coldstart.errors import DataError
 
 FEATURE_SUFFIXES = (".csv", ".parquet", ".npz", ".npy")
+log = logging.getLogger("coldstart")
 
 
 def read_feature_file(path: Path) -> tuple[list[str], Modality]:
     """Read a feature file.
 
     Formats:
-        .csv / .parquet: first column = raw id; the rest all numeric -> Dense, or one text column -> Text.
+        .csv / .parquet: first column = raw id; the rest all numeric -> Dense (missing cells get the column
+            mean, with a warning), or one text column -> Text.
         .npz with arrays `ids` and `values` -> Dense; a scipy sparse .npz -> Sparse, ids in `<stem>.ids.txt`.
         .npy: a dense [N, D] matrix, ids in `<stem>.ids.txt` (one raw id per line).
 
@@ -62,12 +65,30 @@ def _read_frame(path: Path) -> tuple[list[str], Modality]:
     rest = frame.iloc[:, 1:]
     numeric = rest.apply(lambda c: pd.api.types.is_numeric_dtype(c))
     if numeric.all():
-        return ids, Dense(rest.to_numpy(np.float32))
+        return ids, Dense(_impute_missing(path, rest))
     if rest.shape[1] == 1:
         return ids, Text(rest.iloc[:, 0].fillna("").astype(str).tolist())
     bad = rest.columns[~numeric.to_numpy()][0]
     raise DataError("mixes text and numbers: give numeric columns only, or a single text column",
                     path=path, field=str(bad))
+
+
+def _impute_missing(path: Path, frame: pd.DataFrame) -> np.ndarray:
+    """float32 [N, D]; empty or NaN cells of a numeric table get their column's mean, with a warning per column.
+
+    A feature table with a missing cell is ordinary raw content (an unknown year), not a broken file; a matrix
+    file (.npy / .npz) with a NaN is treated as a bug upstream and rejected by `Dense.validate`.
+    """
+    values = frame.to_numpy(np.float64)
+    missing = ~np.isfinite(values)
+    if missing.any():
+        present = np.where(missing, 0.0, values)
+        means = present.sum(axis=0) / np.maximum((~missing).sum(axis=0), 1)
+        values = np.where(missing, means, values)
+        for col in np.flatnonzero(missing.any(axis=0)):
+            log.warning("%s: %d missing or non-finite values in column %r set to the column mean",
+                        path, int(missing[:, col].sum()), str(frame.columns[col]))
+    return values.astype(np.float32)
 
 
 def _as_matrix(path: Path, values: np.ndarray) -> np.ndarray:
