@@ -12,14 +12,13 @@ import pytest
 import scipy.sparse as sp
 
 from coldstart.data.dataset import from_frame
-from coldstart.data.modalities import Dense, Image, MultiLabel, Text
+from coldstart.data.modalities import Image, MultiLabel, Text
 from coldstart.errors import DataError
 from coldstart.features import FeatureCache, MissingExtraError, extract, get_preset, with_features
 from coldstart.features import tabular
 from coldstart.features.cache import content_hash
 from coldstart.features.extras import require
 from coldstart.features.text import tfidf
-from tests.conftest import data_root
 from tests.test_bad_input import run_cli
 
 HAS_TEXT = importlib.util.find_spec("sentence_transformers") is not None and \

@@ -133,7 +133,7 @@ def features(
 ) -> None:
     """Extract content features (cached on disk); `run --features` uses the same cache."""
     from coldstart.data.loaders import load_dataset
-    from coldstart.features import PRESETS, FeatureCache, describe, get_preset, with_features
+    from coldstart.features import PRESETS, FeatureCache, get_preset, with_features
 
     sets = parse_sets(set_)
     if sets["hyper"]:

