@@ -111,8 +111,14 @@ def _train_reviews(dataset: Dataset, train) -> tuple[list[str], np.ndarray, int]
 
 
 def _blocks(*specs) -> Callable[[Dataset, Any], list]:
-    """A gatherer of tabular blocks: ("labels", modality, top_n, min_count), ("number", modality),
-    ("category", modality, transform) with side prefix "user." for user modalities."""
+    """A gatherer of tabular blocks, one per spec:
+
+        ("labels", name, top_n, min_count)   multi-hot of a MultiLabel modality
+        ("number", name)                      a Dense modality, standardised
+        ("category", name, to_strings)        one-hot of one category string per row, from (dataset, side, name)
+
+    Names are item modalities, or "user.<name>" for user modalities.
+    """
     def gather(dataset: Dataset, train) -> list:
         out = []
         for spec in specs:
