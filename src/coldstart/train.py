@@ -86,10 +86,12 @@ def make_adam(parameters, lr: float) -> torch.optim.Adam:
 
 
 def _progress(enabled: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # Off the terminal (a pipe, a log file) a transient bar would leave only blank lines.
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=True)
+                    TextColumn("{task.fields[info]}"), disable=not (enabled and Console().is_terminal), transient=True)
 
 
 def train_epoch(model, optimizer: torch.optim.Optimizer, generator: torch.Generator,

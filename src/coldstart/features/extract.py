@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,21 +60,21 @@ def _image(images: Image, settings: dict, on_batch: OnBatch) -> Extracted:
 
 
 def _tabular(blocks: list, settings: dict, on_batch: OnBatch) -> Extracted:
-    parts, columns, scale, missing = [], [], [], 0
-    for block in blocks:
-        if block[0] == "labels":
-            part, names = tabular.multi_hot(block[1], top_n=block[2], min_count=block[3])
-        elif block[0] == "number":
-            part, _, info = tabular.standardize(block[1].values, block[1].mask)
-            names, missing = [f"number{len(columns)}"] * part.shape[1], missing + info["missing"]
+    parts, scale, missing = [], [], 0
+    for kind, *spec in blocks:
+        if kind == "labels":
+            part, _ = tabular.multi_hot(spec[0], top_n=spec[1], min_count=spec[2])
+        elif kind == "number":
+            part, _, info = tabular.standardize(spec[0].values, spec[0].mask)
+            missing += info["missing"]
         else:
-            part, names = tabular.one_hot(block[1])
+            part, _ = tabular.one_hot(spec[0])
         parts.append(part)
-        columns.append(len(names))
-        scale.append(block[0] != "number")
+        scale.append(kind != "number")
     values = tabular.concat_blocks(parts, scale)
-    on_batch(values.shape[0])
-    return Extracted(values, np.abs(values).sum(axis=1) > 0, {"block_widths": columns, "missing_numbers": missing})
+    on_batch(1)
+    return Extracted(values, np.abs(values).sum(axis=1) > 0,
+                     {"block_widths": [p.shape[1] for p in parts], "missing_numbers": missing})
 
 
 #: extractor -> (version, compute, work units of the content for the progress bar). Bump a version when its
@@ -136,27 +137,21 @@ def extract(dataset: Dataset, preset: str | Preset, train=None, cache: FeatureCa
     return result.modality(), report | {"cache": "miss" if path else "off", "path": str(path) if path else None}
 
 
-class _progress:
-    """A context manager yielding an `advance(n)` callable over a rich bar (a no-op when disabled)."""
+@contextlib.contextmanager
+def _progress(enabled: bool, description: str, total: int) -> Iterator[OnBatch]:
+    """Yield an `advance(n)` callable over a rich progress bar (a no-op when disabled or not on a terminal)."""
+    from rich.console import Console
 
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
-        self.enabled, self.description, self.total = enabled, description, total
+    if not (enabled and Console().is_terminal):  # a bar in a log file or pipe is only noise
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
 
-    def __enter__(self) -> OnBatch:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.stop()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def with_features(dataset: Dataset, presets: list[str], train=None, cache: FeatureCache | None = None,
@@ -202,7 +197,8 @@ def describe(report: dict) -> str:
     if unreadable:
         text += f" ({len(unreadable)} unreadable images: {', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''})"
     if report.get("missing_numbers"):
-        text += f", {report['missing_numbers']} missing numbers set to the mean"
+        missing = report["missing_numbers"]
+        text += f", {missing} missing number{'s' if missing > 1 else ''} set to the column mean"
     if report.get("cache") == "hit":
         return text + f" (from the cache; extraction took {report['seconds']}s)"
     return text + f", extracted in {report['seconds']}s"
