@@ -1,0 +1,120 @@
+"""Shared base of models that encode item content: the content buffers, the feature encoder and new-item embedding.
+
+The item content (every numeric modality of the split's dataset, or the configured ones) is normalised and
+stored in the model as buffers (dense block + CSR), so a loaded model scores cold items without the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from coldstart.data.splits import Split
+from coldstart.errors import DataError
+from coldstart.models.bpr import TrainedConfig, check_positive
+from coldstart.models.embedding import EmbeddingRecommender
+from coldstart.nn.content import ContentEncoder, ContentSpec, build_content, gather_csr_rows, select_modalities
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentConfig(TrainedConfig):
+    """TrainedConfig plus the content settings.
+
+    Attributes:
+        hidden: hidden width of the feature encoder MLP.
+        has_v, has_a, has_t: use visual / acoustic / textual modalities (by modality name, see nn/content.py).
+        modalities: names of the item modalities to use (default: every numeric one).
+    """
+
+    hidden: int = 256
+    has_v: bool = True
+    has_a: bool = True
+    has_t: bool = True
+    modalities: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "hidden")
+        if self.modalities is not None:
+            object.__setattr__(self, "modalities", tuple(self.modalities))  # JSON gives a list
+
+
+class ContentRecommender(EmbeddingRecommender):
+    """An EmbeddingRecommender with item content and a feature encoder f = MLP(content) of width dim_E."""
+
+    Config = ContentConfig
+
+    def __init__(self, **hyper: Any) -> None:
+        super().__init__(**hyper)
+        self.spec_ = ContentSpec()
+        self._pending_content: tuple[np.ndarray, sp.csr_matrix] | None = None
+
+    # -- content -------------------------------------------------------------------------------------------
+    def dims_for(self, split: Split) -> dict[str, int]:
+        dims = super().dims_for(split)
+        dataset = split.dataset
+        if dataset is None or not dataset.item_features:
+            raise DataError(f"{self.name} needs item content: the split's dataset has no item features "
+                            "(load the split together with its dataset)", field="item_features")
+        cfg = self.config
+        self.spec_ = select_modalities(dataset.item_features, cfg.modalities,
+                                       {"v": cfg.has_v, "a": cfg.has_a, "t": cfg.has_t})
+        if not self.spec_.names:
+            raise DataError(f"no numeric item modality to use among {', '.join(dataset.item_features)} "
+                            "(text and images need `coldstart features` first)", field="modalities")
+        dense, sparse = build_content(self.spec_, dataset.item_features, n_rows=split.n_items)
+        self._pending_content = (dense, sparse)
+        dims.update(content_dense=dense.shape[1], content_sparse=sparse.shape[1], content_nnz=int(sparse.nnz))
+        return dims
+
+    def build(self, dims: dict[str, int]) -> None:
+        super().build(dims)
+        n_items = dims["n_items"]
+        self.register_buffer("content_dense_", torch.zeros(n_items, dims["content_dense"]))
+        self.register_buffer("content_indptr_", torch.zeros(n_items + 1, dtype=torch.int64))
+        self.register_buffer("content_indices_", torch.zeros(dims["content_nnz"], dtype=torch.int64))
+        self.register_buffer("content_values_", torch.zeros(dims["content_nnz"]))
+        self.feature_encoder = ContentEncoder(dims["content_dense"], dims["content_sparse"], self.config.hidden,
+                                              self.config.dim_E)
+        if self._pending_content is not None:
+            dense, sparse = self._pending_content
+            self.content_dense_ = torch.from_numpy(dense)
+            self.content_indptr_ = torch.from_numpy(sparse.indptr.astype(np.int64))
+            self.content_indices_ = torch.from_numpy(sparse.indices.astype(np.int64))
+            self.content_values_ = torch.from_numpy(sparse.data.astype(np.float32))
+            self._pending_content = None
+
+    def get_extra_state(self) -> dict:
+        return dataclasses.asdict(self.spec_)
+
+    def set_extra_state(self, state: dict) -> None:
+        self.spec_ = ContentSpec(**state)
+
+    def content_features(self, items: Tensor) -> Tensor:
+        """Feature representations f [n, D] of item indices [n] (only these rows are encoded)."""
+        cols, offsets, values, _ = gather_csr_rows(self.content_indptr_, self.content_indices_,
+                                                   self.content_values_, items)
+        return self.feature_encoder(self.content_dense_[items], cols, offsets, values)
+
+    @torch.no_grad()
+    def item_embeddings(self, features: dict) -> Tensor:
+        """Feature representations of brand-new items from content alone, comparable with user vectors.
+
+        Args:
+            features: modality name -> Dense / Sparse / MultiLabel (remapped by label name), array [n, D] or
+                CSR, for the modalities in `self.spec_.names`; a modality left out counts as missing content.
+
+        Returns:
+            float [n, dim_E]; score(u, new item) = z_u . f.
+        """
+        dense, sparse = build_content(self.spec_, features)
+        self.eval()
+        return self.feature_encoder(torch.from_numpy(dense), torch.from_numpy(sparse.indices.astype(np.int64)),
+                                    torch.from_numpy(sparse.indptr[:-1].astype(np.int64)),
+                                    torch.from_numpy(sparse.data.astype(np.float32)))
+
