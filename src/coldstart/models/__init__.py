@@ -3,6 +3,7 @@
 from coldstart.models.base import Recommender
 from coldstart.models.bpr import MFBPR, LightGCN
 from coldstart.models.clcrec import CLCRec
+from coldstart.models.duif import DUIF
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
 
@@ -12,6 +13,7 @@ MODELS: dict[str, type[Recommender]] = {
     MFBPR.name: MFBPR,
     LightGCN.name: LightGCN,
     CLCRec.name: CLCRec,
+    DUIF.name: DUIF,
 }
 
 __all__ = ["MODELS", "Recommender"]
