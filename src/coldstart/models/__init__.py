@@ -6,6 +6,7 @@ from coldstart.models.clcrec import CLCRec
 from coldstart.models.duif import DUIF
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
+from coldstart.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {
     Popularity.name: Popularity,
@@ -14,6 +15,7 @@ MODELS: dict[str, type[Recommender]] = {
     LightGCN.name: LightGCN,
     CLCRec.name: CLCRec,
     DUIF.name: DUIF,
+    VBPR.name: VBPR,
 }
 
 __all__ = ["MODELS", "Recommender"]

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
-from coldstart.models.bpr import TrainedConfig, check_positive
+from coldstart.models.bpr import TrainedConfig
 from coldstart.models.embedding import EmbeddingRecommender
 from coldstart.nn.content import ContentEncoder, ContentSpec, build_content, gather_csr_rows, select_modalities
 
@@ -26,7 +26,7 @@ class ContentConfig(TrainedConfig):
     """TrainedConfig plus the content settings.
 
     Attributes:
-        hidden: hidden width of the feature encoder MLP.
+        hidden: hidden width of the feature encoder MLP; 0 makes it a linear map.
         has_v, has_a, has_t: use visual / acoustic / textual modalities (by modality name, see nn/content.py).
         modalities: names of the item modalities to use (default: every numeric one).
     """
@@ -39,7 +39,8 @@ class ContentConfig(TrainedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "hidden")
+        if self.hidden < 0:
+            raise DataError(f"must be >= 0 (0: a linear map), got {self.hidden}", field="hidden")
         if self.modalities is not None:
             object.__setattr__(self, "modalities", tuple(self.modalities))  # JSON gives a list
 
@@ -80,7 +81,7 @@ class ContentRecommender(EmbeddingRecommender):
         self.register_buffer("content_indices_", torch.zeros(dims["content_nnz"], dtype=torch.int64))
         self.register_buffer("content_values_", torch.zeros(dims["content_nnz"]))
         self.feature_encoder = ContentEncoder(dims["content_dense"], dims["content_sparse"], self.config.hidden,
-                                              self.config.dim_E)
+                                              self.content_dim())
         if self._pending_content is not None:
             dense, sparse = self._pending_content
             self.content_dense_ = torch.from_numpy(dense)
@@ -88,6 +89,10 @@ class ContentRecommender(EmbeddingRecommender):
             self.content_indices_ = torch.from_numpy(sparse.indices.astype(np.int64))
             self.content_values_ = torch.from_numpy(sparse.data.astype(np.float32))
             self._pending_content = None
+
+    def content_dim(self) -> int:
+        """Width of the feature representation f (dim_E, so that f is comparable with user vectors)."""
+        return self.config.dim_E
 
     def get_extra_state(self) -> dict:
         return dataclasses.asdict(self.spec_)

@@ -175,7 +175,8 @@ def gather_csr_rows(indptr: Tensor, indices: Tensor, values: Tensor | None, rows
 class ContentEncoder(nn.Module):
     """f = W2 phi(W1 x + b1) + b2 with phi = leaky ReLU (CLCRec Eq. 11); x = [dense block | sparse block].
 
-    Xavier-uniform initialisation over the full input width, as if W1 were one dense matrix.
+    With hidden = 0 it is the linear map f = W x + b (VBPR's E). Xavier-uniform initialisation over the full
+    input width, as if W1 were one dense matrix.
     """
 
     def __init__(self, dense_dim: int, sparse_dim: int, hidden: int, out: int) -> None:
@@ -183,13 +184,16 @@ class ContentEncoder(nn.Module):
         fan_in = dense_dim + sparse_dim
         if fan_in == 0:
             raise DataError("no numeric item content to encode", field="modalities")
-        bound = (6.0 / (fan_in + hidden)) ** 0.5
-        self.dense_weight = nn.Parameter(torch.empty(dense_dim, hidden).uniform_(-bound, bound))  # [Dd, H]
-        self.sparse_weight = nn.Parameter(torch.empty(sparse_dim, hidden).uniform_(-bound, bound))  # [Ds, H]
-        self.hidden_bias = nn.Parameter(torch.zeros(hidden))
-        self.out = nn.Linear(hidden, out)
-        nn.init.xavier_uniform_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        width = out if hidden == 0 else hidden
+        bound = (6.0 / (fan_in + width)) ** 0.5
+        self.dense_weight = nn.Parameter(torch.empty(dense_dim, width).uniform_(-bound, bound))  # [Dd, H]
+        self.sparse_weight = nn.Parameter(torch.empty(sparse_dim, width).uniform_(-bound, bound))  # [Ds, H]
+        self.hidden_bias = nn.Parameter(torch.zeros(width))
+        self.out = None
+        if hidden:
+            self.out = nn.Linear(hidden, out)
+            nn.init.xavier_uniform_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, dense: Tensor, columns: Tensor, offsets: Tensor, weights: Tensor) -> Tensor:
         """float [n, out] from dense [n, Dd] and the sparse rows (columns, offsets, weights) of n items."""
@@ -197,4 +201,4 @@ class ContentEncoder(nn.Module):
         if self.sparse_weight.shape[0]:
             hidden = hidden + F.embedding_bag(columns, self.sparse_weight, offsets, mode="sum",
                                               per_sample_weights=weights)  # [n, H]
-        return self.out(F.leaky_relu(hidden))  # [n, out]
+        return hidden if self.out is None else self.out(F.leaky_relu(hidden))  # [n, out]
