@@ -3,6 +3,7 @@
 from coldstart.models.base import Recommender
 from coldstart.models.bpr import MFBPR, LightGCN
 from coldstart.models.clcrec import CLCRec
+from coldstart.models.deepmusic import DeepMusic
 from coldstart.models.duif import DUIF
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
@@ -16,6 +17,7 @@ MODELS: dict[str, type[Recommender]] = {
     CLCRec.name: CLCRec,
     DUIF.name: DUIF,
     VBPR.name: VBPR,
+    DeepMusic.name: DeepMusic,
 }
 
 __all__ = ["MODELS", "Recommender"]
