@@ -5,7 +5,8 @@
     score(u, i) = p_u . q_i for warm items, p_u . f_i for cold items
 
 The paper's network is a CNN over mel-spectrograms; here the content MLP reads extracted features
-(`coldstart features`), as in the CLCRec paper's comparison. Stage 1's factors stay fixed in stage 2.
+(`coldstart features`), as in the CLCRec paper's comparison. Stage 1's factors stay fixed in stage 2, which
+stops early on the cold items' validation recall (best_epoch_ is stage 2's).
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ class DeepMusic(ContentRecommender):
             self.item_embedding.copy_(items)
         self.user_embedding.requires_grad_(False)  # the factors are targets now, not parameters
         self.item_embedding.requires_grad_(False)
-        train.fit(self, split, stage_options(options, None))
+        # Stage 2 leaves every warm score as it is, so validation recall over all items hardly moves with it;
+        # it stops on the cold items' validation recall instead (train.validation_score falls back to all
+        # items when there are none).
+        stage2 = stage_options(options, None)
+        if split.cold_kind == "item":
+            stage2 = dataclasses.replace(stage2, valid_scenario="cold")
+        train.fit(self, split, stage2)
 
     def prepare(self, split: Split) -> None:
         super().prepare(split)
