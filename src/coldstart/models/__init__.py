@@ -4,6 +4,7 @@ from coldstart.models.base import Recommender
 from coldstart.models.bpr import MFBPR, LightGCN
 from coldstart.models.clcrec import CLCRec
 from coldstart.models.deepmusic import DeepMusic
+from coldstart.models.dropoutnet import DropoutNet
 from coldstart.models.duif import DUIF
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
@@ -18,6 +19,7 @@ MODELS: dict[str, type[Recommender]] = {
     DUIF.name: DUIF,
     VBPR.name: VBPR,
     DeepMusic.name: DeepMusic,
+    DropoutNet.name: DropoutNet,
 }
 
 __all__ = ["MODELS", "Recommender"]

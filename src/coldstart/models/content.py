@@ -80,8 +80,8 @@ class ContentRecommender(EmbeddingRecommender):
         self.register_buffer("content_indptr_", torch.zeros(n_items + 1, dtype=torch.int64))
         self.register_buffer("content_indices_", torch.zeros(dims["content_nnz"], dtype=torch.int64))
         self.register_buffer("content_values_", torch.zeros(dims["content_nnz"]))
-        self.feature_encoder = ContentEncoder(dims["content_dense"], dims["content_sparse"], self.config.hidden,
-                                              self.content_dim())
+        self.feature_encoder = ContentEncoder(self.preference_dim() + dims["content_dense"], dims["content_sparse"],
+                                              self.config.hidden, self.content_dim())
         if self._pending_content is not None:
             dense, sparse = self._pending_content
             self.content_dense_ = torch.from_numpy(dense)
@@ -94,17 +94,35 @@ class ContentRecommender(EmbeddingRecommender):
         """Width of the feature representation f (dim_E, so that f is comparable with user vectors)."""
         return self.config.dim_E
 
+    def preference_dim(self) -> int:
+        """Width of a collaborative input placed before the content (DropoutNet's preference vector); 0: none."""
+        return 0
+
+    def _encode(self, dense: Tensor, sparse_rows: tuple[Tensor, Tensor, Tensor],
+                preference: Tensor | None) -> Tensor:
+        """The feature encoder on [preference | dense content] and the sparse content; no preference = zeros."""
+        if self.preference_dim():
+            if preference is None:
+                preference = torch.zeros(len(dense), self.preference_dim())
+            dense = torch.cat([preference, dense], 1)  # [n, P + Dd]
+        return self.feature_encoder(dense, *sparse_rows)
+
     def get_extra_state(self) -> dict:
         return dataclasses.asdict(self.spec_)
 
     def set_extra_state(self, state: dict) -> None:
         self.spec_ = ContentSpec(**state)
 
-    def content_features(self, items: Tensor) -> Tensor:
-        """Feature representations f [n, D] of item indices [n] (only these rows are encoded)."""
+    def content_features(self, items: Tensor, preference: Tensor | None = None) -> Tensor:
+        """Feature representations f [n, D] of item indices [n] (only these rows are encoded).
+
+        Args:
+            items: item indices [n].
+            preference: [n, preference_dim()] collaborative input of models that take one (None: zeros).
+        """
         cols, offsets, values, _ = gather_csr_rows(self.content_indptr_, self.content_indices_,
                                                    self.content_values_, items)
-        return self.feature_encoder(self.content_dense_[items], cols, offsets, values)
+        return self._encode(self.content_dense_[items], (cols, offsets, values), preference)
 
     @torch.no_grad()
     def item_embeddings(self, features: dict) -> Tensor:
@@ -119,7 +137,7 @@ class ContentRecommender(EmbeddingRecommender):
         """
         dense, sparse = build_content(self.spec_, features)
         self.eval()
-        return self.feature_encoder(torch.from_numpy(dense), torch.from_numpy(sparse.indices.astype(np.int64)),
-                                    torch.from_numpy(sparse.indptr[:-1].astype(np.int64)),
-                                    torch.from_numpy(sparse.data.astype(np.float32)))
+        return self._encode(torch.from_numpy(dense), (torch.from_numpy(sparse.indices.astype(np.int64)),
+                                                      torch.from_numpy(sparse.indptr[:-1].astype(np.int64)),
+                                                      torch.from_numpy(sparse.data.astype(np.float32))), None)
 
