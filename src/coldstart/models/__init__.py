@@ -6,6 +6,7 @@ from coldstart.models.clcrec import CLCRec
 from coldstart.models.deepmusic import DeepMusic
 from coldstart.models.dropoutnet import DropoutNet
 from coldstart.models.duif import DUIF
+from coldstart.models.mtpr import MTPR
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
 from coldstart.models.vbpr import VBPR
@@ -20,6 +21,7 @@ MODELS: dict[str, type[Recommender]] = {
     VBPR.name: VBPR,
     DeepMusic.name: DeepMusic,
     DropoutNet.name: DropoutNet,
+    MTPR.name: MTPR,
 }
 
 __all__ = ["MODELS", "Recommender"]
