@@ -68,3 +68,33 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     sa = torch.load(whole / "model" / "model.pt", weights_only=True)
     sb = torch.load(killed / "model" / "model.pt", weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
+
+
+@pytest.mark.parametrize("model_name", ["deepmusic", "dropoutnet"])
+@pytest.mark.parametrize("stop_at", [2, 6])  # an epoch of stage 1 (pretraining), an epoch of stage 2
+def test_two_stage_models_resume_inside_either_stage(synthetic_split, tmp_path, monkeypatch, model_name, stop_at):
+    from coldstart import train
+    from coldstart.experiments import seed_everything
+
+    def fit(folder):
+        seed_everything(0)
+        return MODELS[model_name](num_epoch=4).fit(synthetic_split, TrainOptions(folder, seed=1))
+
+    whole = fit(tmp_path / "whole")
+    real_epoch, calls = train.train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of an epoch: that epoch is lost, no other
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "cut")
+    counted = []
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: (counted.append(1), real_epoch(*a, **k))[1])
+    resumed = fit(tmp_path / "cut")
+    assert len(counted) == 8 - (stop_at - 1)  # only the interrupted epoch and those after it run again
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
