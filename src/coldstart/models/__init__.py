@@ -2,6 +2,7 @@
 
 from coldstart.models.base import Recommender
 from coldstart.models.bpr import MFBPR, LightGCN
+from coldstart.models.cb2cf import CB2CF
 from coldstart.models.clcrec import CLCRec
 from coldstart.models.deepmusic import DeepMusic
 from coldstart.models.dropoutnet import DropoutNet
@@ -22,6 +23,7 @@ MODELS: dict[str, type[Recommender]] = {
     DeepMusic.name: DeepMusic,
     DropoutNet.name: DropoutNet,
     MTPR.name: MTPR,
+    CB2CF.name: CB2CF,
 }
 
 __all__ = ["MODELS", "Recommender"]

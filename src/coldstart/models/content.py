@@ -80,8 +80,7 @@ class ContentRecommender(EmbeddingRecommender):
         self.register_buffer("content_indptr_", torch.zeros(n_items + 1, dtype=torch.int64))
         self.register_buffer("content_indices_", torch.zeros(dims["content_nnz"], dtype=torch.int64))
         self.register_buffer("content_values_", torch.zeros(dims["content_nnz"]))
-        self.feature_encoder = ContentEncoder(self.preference_dim() + dims["content_dense"], dims["content_sparse"],
-                                              self.config.hidden, self.content_dim())
+        self.feature_encoder = self.make_feature_encoder(dims)
         if self._pending_content is not None:
             dense, sparse = self._pending_content
             self.content_dense_ = torch.from_numpy(dense)
@@ -89,6 +88,11 @@ class ContentRecommender(EmbeddingRecommender):
             self.content_indices_ = torch.from_numpy(sparse.indices.astype(np.int64))
             self.content_values_ = torch.from_numpy(sparse.data.astype(np.float32))
             self._pending_content = None
+
+    def make_feature_encoder(self, dims: dict[str, int]) -> ContentEncoder:
+        """The feature encoder over [preference | dense content] and the sparse content."""
+        return ContentEncoder(self.preference_dim() + dims["content_dense"], dims["content_sparse"],
+                              self.config.hidden, self.content_dim())
 
     def content_dim(self) -> int:
         """Width of the feature representation f (dim_E, so that f is comparable with user vectors)."""

@@ -43,6 +43,14 @@ class ContentSpec:
     dense: list[bool] = field(default_factory=list)
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
 
+    def views(self) -> list[tuple[int, int, bool]]:
+        """(start, stop, dense) column range of each modality inside the dense or the sparse block."""
+        out, offsets = [], {True: 0, False: 0}
+        for dim, is_dense in zip(self.dims, self.dense):
+            out.append((offsets[is_dense], offsets[is_dense] + dim, is_dense))
+            offsets[is_dense] += dim
+        return out
+
     @property
     def dense_dim(self) -> int:
         return sum(d for d, is_dense in zip(self.dims, self.dense) if is_dense)
@@ -179,7 +187,16 @@ class ContentEncoder(nn.Module):
     input width, as if W1 were one dense matrix.
     """
 
-    def __init__(self, dense_dim: int, sparse_dim: int, hidden: int, out: int) -> None:
+    def __init__(self, dense_dim: int, sparse_dim: int, hidden: int, out: int,
+                 views: list[tuple[int, int, bool]] | None = None) -> None:
+        """Args:
+            dense_dim, sparse_dim: widths of the dense and the sparse input blocks.
+            hidden: hidden width (0: a linear map).
+            out: output width.
+            views: optional (start, stop, dense) column ranges, one per modality. Each view then gets its own
+                share of the hidden units, connected to its columns only (a multiview first layer, as CB2CF's
+                per-view sub-networks); the output layer fuses them. Needs hidden >= the number of views.
+        """
         super().__init__()
         fan_in = dense_dim + sparse_dim
         if fan_in == 0:
@@ -189,6 +206,18 @@ class ContentEncoder(nn.Module):
         self.dense_weight = nn.Parameter(torch.empty(dense_dim, width).uniform_(-bound, bound))  # [Dd, H]
         self.sparse_weight = nn.Parameter(torch.empty(sparse_dim, width).uniform_(-bound, bound))  # [Ds, H]
         self.hidden_bias = nn.Parameter(torch.zeros(width))
+        if views:
+            if hidden < len(views):
+                raise DataError(f"a multiview encoder needs hidden >= {len(views)} views, got {hidden}", field="hidden")
+            dense_mask, sparse_mask = torch.zeros(dense_dim, width), torch.zeros(sparse_dim, width)
+            cuts = torch.linspace(0, width, len(views) + 1).round().long().tolist()
+            for v, (start, stop, is_dense) in enumerate(views):
+                (dense_mask if is_dense else sparse_mask)[start:stop, cuts[v]:cuts[v + 1]] = 1.0
+            with torch.no_grad():  # zero the cross-view weights once; the masks keep them at zero
+                self.dense_weight.mul_(dense_mask)
+                self.sparse_weight.mul_(sparse_mask)
+            self.dense_weight.register_hook(lambda grad: grad * dense_mask)
+            self.sparse_weight.register_hook(lambda grad: grad * sparse_mask)
         self.out = None
         if hidden:
             self.out = nn.Linear(hidden, out)
