@@ -7,6 +7,7 @@ from coldstart.models.clcrec import CLCRec
 from coldstart.models.deepmusic import DeepMusic
 from coldstart.models.dropoutnet import DropoutNet
 from coldstart.models.duif import DUIF
+from coldstart.models.heater import Heater
 from coldstart.models.mtpr import MTPR
 from coldstart.models.popularity import Popularity
 from coldstart.models.random_baseline import RandomScores
@@ -24,6 +25,7 @@ MODELS: dict[str, type[Recommender]] = {
     DropoutNet.name: DropoutNet,
     MTPR.name: MTPR,
     CB2CF.name: CB2CF,
+    Heater.name: Heater,
 }
 
 __all__ = ["MODELS", "Recommender"]
