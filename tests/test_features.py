@@ -133,7 +133,11 @@ def test_with_features_replaces_the_side_it_builds(synthetic, synthetic_split, t
     assert list(ds.item_features) == ["meta_topic"] and ds.user_features is synthetic.user_features
     assert ds.item_features["meta_topic"].values.shape == (synthetic.n_items, synthetic.item_features["topic"].dim)
     with pytest.raises(DataError, match="unknown preset 'nope'"):
-        with_features(synthetic, ["nope"], cache=FeatureCache(tmp_path))
+        with_features(synthetic, ["multihot:topic", "nope"], cache=FeatureCache(tmp_path / "checked-first"))
+    assert not (tmp_path / "checked-first").exists()  # a bad name stops the run before any extraction
+    with pytest.raises(DataError, match="given twice"):
+        with_features(synthetic, ["multihot:topic", "multihot:topic"], cache=FeatureCache(tmp_path / "twice"))
+    assert not (tmp_path / "twice").exists()
     with pytest.raises(DataError, match="no item modality 'plot'"):
         with_features(synthetic, ["sentence:plot"], cache=FeatureCache(tmp_path))
     with pytest.raises(DataError, match="is Dense, expected Text"):

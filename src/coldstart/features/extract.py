@@ -172,12 +172,15 @@ def with_features(dataset: Dataset, presets: list[str], train=None, cache: Featu
     """
     if not presets:
         return dataset, []
+    resolved = [get_preset(dataset, name) for name in presets]  # every name is checked before any extraction
+    seen = set()
+    for name, preset in zip(presets, resolved):
+        if (preset.side, preset.name) in seen:
+            raise DataError(f"preset {name!r} given twice", field="features")
+        seen.add((preset.side, preset.name))
     built: dict[str, dict] = {"item": {}, "user": {}}
     reports = []
-    for name in presets:
-        preset = get_preset(dataset, name)
-        if preset.name in built[preset.side]:
-            raise DataError(f"preset {name!r} given twice", field="features")
+    for preset in resolved:
         modality, report = extract(dataset, preset, train=train, cache=cache, progress=progress)
         built[preset.side][preset.name] = modality
         reports.append(report)
