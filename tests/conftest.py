@@ -32,3 +32,14 @@ def synthetic_split(synthetic):
 @pytest.fixture(scope="session")
 def ml100k():
     return load_dataset("ml-100k", root=data_root("ml-100k"))
+
+
+def trained(name: str, split, **hyper):
+    """MODELS[name](**hyper) fitted on the split from seed 0, left in train mode (for loss tests)."""
+    from coldstart.experiments import seed_everything
+    from coldstart.models import MODELS
+
+    seed_everything(0)
+    model = MODELS[name](**hyper).fit(split)
+    model.train()
+    return model

@@ -8,16 +8,13 @@ import torch
 
 from coldstart.errors import DataError
 from coldstart.eval.evaluate import evaluate_scores
-from coldstart.experiments import seed_everything
 from coldstart.models import MODELS
 from coldstart.train import epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    model = MODELS["clcrec"](num_epoch=1, **hyper).fit(split)
-    model.train()
-    return model
+    return trained("clcrec", split, num_epoch=1, **hyper)
 
 
 def _grads(model, batch=torch.arange(32)):

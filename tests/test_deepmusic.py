@@ -7,11 +7,11 @@ import torch
 from coldstart.experiments import seed_everything
 from coldstart.models import MODELS
 from coldstart.train import TrainOptions, epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    return MODELS["deepmusic"](num_epoch=3, **hyper).fit(split)
+    return trained("deepmusic", split, num_epoch=3, **hyper)
 
 
 def test_loss_is_the_squared_error_to_the_fixed_factors(synthetic_split):

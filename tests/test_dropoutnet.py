@@ -5,16 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coldstart.experiments import seed_everything
-from coldstart.models import MODELS
 from coldstart.train import epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    model = MODELS["dropoutnet"](num_epoch=2, **hyper).fit(split)
-    model.train()
-    return model
+    return trained("dropoutnet", split, num_epoch=2, **hyper)
 
 
 @pytest.mark.parametrize("dropout", [0.0, 1.0])

@@ -7,16 +7,12 @@ import math
 import numpy as np
 import torch
 
-from coldstart.experiments import seed_everything
-from coldstart.models import MODELS
 from coldstart.train import epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    model = MODELS["duif"](num_epoch=1, **hyper).fit(split)
-    model.train()
-    return model
+    return trained("duif", split, num_epoch=1, **hyper)
 
 
 def test_loss_equals_bpr_formula_on_a_tiny_batch(synthetic_split):

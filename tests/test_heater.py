@@ -5,16 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coldstart.experiments import seed_everything
-from coldstart.models import MODELS
 from coldstart.train import epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    model = MODELS["heater"](num_epoch=2, **hyper).fit(split)
-    model.train()
-    return model
+    return trained("heater", split, num_epoch=2, **hyper)
 
 
 def _psi(model, i: int) -> torch.Tensor:

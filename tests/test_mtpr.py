@@ -6,16 +6,12 @@ import math
 
 import torch
 
-from coldstart.experiments import seed_everything
-from coldstart.models import MODELS
 from coldstart.train import epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    model = MODELS["mtpr"](num_epoch=2, **hyper).fit(split)
-    model.train()
-    return model
+    return trained("mtpr", split, num_epoch=2, **hyper)
 
 
 def test_loss_equals_the_four_bpr_terms(synthetic_split):

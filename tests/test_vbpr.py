@@ -6,15 +6,12 @@ import math
 
 import torch
 
-from coldstart.experiments import seed_everything
-from coldstart.models import MODELS
 from coldstart.train import epoch_generator
+from tests.conftest import trained
 
 
 def _model(split, **hyper):
-    seed_everything(0)
-    model = MODELS["vbpr"](num_epoch=1, **hyper).fit(split)
-    model.train()
+    model = trained("vbpr", split, num_epoch=1, **hyper)
     with torch.no_grad():
         model.item_bias.normal_()  # non-zero biases, so the test sees them
     return model

@@ -67,6 +67,14 @@ class LightGCNConfig(BPRConfig):
             raise DataError(f"must be >= 0, got {self.n_layers}", field="n_layers")
 
 
+def check_fraction(config, *names: str) -> None:
+    """DataError naming the first field outside [0, 1] (probabilities and mixing weights)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise DataError(f"must be in [0, 1], got {value}", field=name)
+
+
 def check_positive(config, *names: str) -> None:
     """DataError naming the first field that is not > 0."""
     for name in names:

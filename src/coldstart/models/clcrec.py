@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from coldstart.errors import DataError
-from coldstart.models.bpr import check_positive
+from coldstart.models.bpr import check_fraction, check_positive
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import ENCODERS, compact, rows
 from coldstart.nn.losses import info_nce
@@ -57,9 +57,7 @@ class CLCRecConfig(ContentConfig):
         if self.encoder not in ENCODERS:
             raise DataError(f"unknown encoder {self.encoder!r} (use {', '.join(ENCODERS)})", field="encoder")
         check_positive(self, "temp_value")
-        for name in ("lr_lambda", "num_sample"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise DataError(f"must be in [0, 1], got {getattr(self, name)}", field=name)
+        check_fraction(self, "lr_lambda", "num_sample")
         if self.num_neg_re is not None and self.num_neg_re < 1:
             raise DataError(f"must be >= 1 or null, got {self.num_neg_re}", field="num_neg_re")
         if self.n_layers < 0:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from coldstart.data.splits import Split
-from coldstart.errors import DataError
+from coldstart.models.bpr import check_fraction
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import compact, rows
 from coldstart.models.pretrained import pretrain_mf, stage_options
@@ -37,8 +37,7 @@ class DropoutNetConfig(ContentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.dropout <= 1.0:
-            raise DataError(f"must be in [0, 1], got {self.dropout}", field="dropout")
+        check_fraction(self, "dropout")
 
 
 class DropoutNet(ContentRecommender):

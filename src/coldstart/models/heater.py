@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from coldstart.errors import DataError
+from coldstart.models.bpr import check_fraction
 from coldstart.models.content import ContentConfig
 from coldstart.models.dropoutnet import DropoutNet
 from coldstart.models.embedding import compact, rows
@@ -46,8 +47,7 @@ class HeaterConfig(ContentConfig):
         super().__post_init__()
         if self.n_experts < 1:
             raise DataError(f"must be >= 1, got {self.n_experts}", field="n_experts")
-        if not 0.0 <= self.random_prob <= 1.0:
-            raise DataError(f"must be in [0, 1], got {self.random_prob}", field="random_prob")
+        check_fraction(self, "random_prob")
         if self.alpha < 0:
             raise DataError(f"must be >= 0, got {self.alpha}", field="alpha")
 

@@ -67,11 +67,12 @@ class VBPR(ContentRecommender):
         return self.vectors(users, items, self.content_features(items))
 
     def cold_item_vectors(self, z_items: Tensor) -> Tensor:
-        """Cold items keep the content part; their never-trained gamma_i and beta_i count as 0."""
-        cold = torch.nonzero(~self.warm_items_).flatten()
-        content = self.content_features(cold)  # [n_cold, K + 1]
-        zeros = torch.zeros(len(cold), self.config.dim_E)
-        return torch.cat([zeros, content], 1)
+        """Cold items keep the content part of `encode`'s rows; their never-trained gamma_i and beta_i count as 0."""
+        cold = ~self.warm_items_
+        rows_ = z_items[cold]  # [n_cold, 2K + 1] = [gamma_i, E f_i, beta' . f_i + beta_i]
+        k = self.config.dim_E
+        return torch.cat([torch.zeros_like(rows_[:, :k]), rows_[:, k:-1],
+                          (rows_[:, -1] - self.item_bias[cold])[:, None]], 1)
 
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """BPR on x_ui - x_uj; each distinct item of the batch is encoded and scored once."""
