@@ -236,6 +236,175 @@ def run(
     console.print(f"run directory: {output}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise DataError(f"expected comma-separated integers, got {text!r}", field="--seeds") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise DataError(f"expected distinct seeds, got {text!r}", field="--seeds")
+    return seeds
+
+
+def say_dim(message: str) -> None:
+    console.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+@app.command()
+def compare(
+    dataset: str = typer.Option(..., help="Dataset name or folder."),
+    models: str = typer.Option(..., help="Models, comma-separated; clcrec_gcn is CLCRec with the LightGCN encoder."),
+    protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
+    seeds: str = typer.Option("1,2,3,4,5", help="Seeds, comma-separated (each: split and model)."),
+    output: Path = typer.Option(..., help="Study folder (runs/, table2.*, table3.*); rerun to resume."),
+    set_: list[str] = typer.Option([], "--set", help="key=value for every model that has key, <model>.key=value "
+                                                     "for one, split.key=value, data.key=value."),
+    tuned: list[Path] = typer.Option([], help="best.json (or its folder) written by `coldstart tune`; repeatable."),
+    features: Optional[str] = typer.Option(None, help="Feature presets used as content, comma-separated."),
+    k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
+    reference: Optional[str] = typer.Option(None, help="Model compared with the strongest other one "
+                                                       "(default clcrec when compared, else the first)."),
+    progress: bool = typer.Option(False, help="Per-epoch progress bars."),
+) -> None:
+    """Run every model x seed (finished runs are reused) and write the Table 2 / Table 3 reports."""
+    from coldstart.studies.compare import Study, run_study
+    from coldstart.studies.report import write_reports
+    from coldstart.studies.runs import apply_settings, apply_tuned, parse_variants
+
+    sets = parse_sets(set_)
+    variants = parse_variants(models)
+    for line in apply_tuned(variants, tuned):
+        say_dim(f"tuned {line}")
+    apply_settings(variants, sets["hyper"])  # --set wins over a tuned value
+    if reference is not None and reference not in {v.label for v in variants}:
+        raise DataError(f"{reference!r} is not among the models compared", field="--reference")
+    ks = parse_ks(k)
+    study = Study(dataset, protocol, variants, parse_seeds(seeds), data=sets["data"], split=sets["split"], ks=ks,
+                  features=parse_presets(features))
+    jobs = run_study(study, output, status=say_dim, progress=progress)
+    written = write_reports(jobs, output, ks, reference)
+    console.print((output / "table2.md").read_text(), markup=False, highlight=False)
+    if "table3.md" in written:
+        console.print((output / "table3.md").read_text(), markup=False, highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in written.values())}")
+
+
+@app.command()
+def sweep(
+    dataset: str = typer.Option(..., help="Dataset name or folder."),
+    output: Path = typer.Option(..., help="Sweep folder (runs/, sweep.csv, sweep_summary.csv, sweep.png)."),
+    model: str = typer.Option("clcrec", help="Model to sweep."),
+    param: Optional[str] = typer.Option(None, help="name=v1,v2,... or name=first,second,...,last (a range)."),
+    series: Optional[str] = typer.Option(None, help="name=v1,v2: one curve per value (e.g. num_neg=1,128)."),
+    figure: Optional[str] = typer.Option(None, help="The paper's ablation: 5 (rho, 1 and 128 negatives, lambda=0), "
+                                                    "6 (R-E negatives, 1 U-I negative) or 7 (lambda)."),
+    protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
+    seeds: str = typer.Option("1", help="Seeds, comma-separated; error bars are the std over seeds."),
+    set_: list[str] = typer.Option([], "--set", help="key=value (model), split.key=value, data.key=value."),
+    tuned: Optional[Path] = typer.Option(None, help="best.json (or its folder) from `coldstart tune`."),
+    features: Optional[str] = typer.Option(None, help="Feature presets used as content, comma-separated."),
+    k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
+    metrics: Optional[str] = typer.Option(None, help="Metrics to plot (default recall@<first k>; figure 6 adds ndcg)."),
+    phase: str = typer.Option("test", help="Phase plotted: test (as the paper) or valid."),
+    progress: bool = typer.Option(False, help="Per-epoch progress bars."),
+) -> None:
+    """Train one model over a grid of one hyperparameter; plot warm / cold / all curves (Figures 5-7)."""
+    from coldstart.studies.plots import plot_sweep
+    from coldstart.studies.runs import Variant, apply_tuned
+    from coldstart.studies.sweep import FIGURES, Sweep, parse_assignment, parse_values, run_sweep
+
+    sets = parse_sets(set_)
+    fixed: dict[str, Any] = {}
+    if tuned is not None:
+        holder = Variant(model, model)
+        for line in apply_tuned([holder], [tuned]):
+            say_dim(f"tuned {line}")
+        fixed.update(holder.hyper)
+    if figure is not None:
+        if figure not in FIGURES:
+            raise DataError(f"unknown figure {figure!r} (use {', '.join(FIGURES)})", field="--figure")
+        if param is not None or series is not None:
+            raise DataError("--figure sets --param and --series; give one or the other", field="--figure")
+        spec = FIGURES[figure]
+        name, values = spec["param"], parse_values(spec["values"], "--figure")
+        series_name = spec.get("series")
+        series_values = parse_values(spec["series_values"], "--figure") if series_name else [None]
+        fixed.update(spec.get("fixed", {}))
+    elif param is None:
+        raise DataError("give --param name=values or --figure 5|6|7", field="--param")
+    else:
+        name, values = parse_assignment(param, "--param")
+        series_name, series_values = parse_assignment(series, "--series") if series else (None, [None])
+    fixed.update(sets["hyper"])
+    ks = parse_ks(k)
+    plotted = [m.strip() for m in metrics.split(",")] if metrics else (
+        [f"recall@{ks[0]}", f"ndcg@{ks[0]}"] if figure == "6" else [f"recall@{ks[0]}"])
+    if phase not in ("valid", "test"):
+        raise DataError(f"phase must be valid or test, got {phase!r}", field="--phase")
+    spec_sweep = Sweep(dataset, model, name, values, parse_seeds(seeds), protocol, series_name, series_values,
+                       fixed, sets["data"], sets["split"], ks, parse_presets(features))
+    summary = run_sweep(spec_sweep, output, status=say_dim, progress=progress)
+    known = set(summary["metric"])
+    missing = [m for m in plotted if m not in known]
+    if missing:
+        raise DataError(f"no metric {missing[0]!r} in the runs (have {', '.join(sorted(known))})", field="--metrics")
+    title = f"{model} on {dataset} ({protocol}): {name}" + (f", per {series_name}" if series_name else "")
+    png = plot_sweep(summary, name, series_name, plotted, phase, output / "sweep.png", title)
+    table = Table(title=f"{phase} {', '.join(plotted)} (mean over seeds)")
+    for col in ([series_name] if series_name else []) + [name, "scenario", *plotted]:
+        table.add_column(col)
+    wide = summary[summary["phase"] == phase].pivot_table(
+        index=[c for c in (series_name, "value", "scenario") if c], columns="metric", values="mean").reset_index()
+    for _, row in wide.iterrows():
+        table.add_row(*(str(row[c]) for c in ([series_name] if series_name else []) + ["value", "scenario"]),
+                      *(f"{row[m]:.4f}" for m in plotted))
+    console.print(table)
+    console.print(f"wrote {output / 'sweep.csv'}, {output / 'sweep_summary.csv'}, {png}")
+
+
+@app.command()
+def tune(
+    dataset: str = typer.Option(..., help="Dataset name or folder."),
+    model: str = typer.Option(..., help="Model (or clcrec_gcn) to tune."),
+    output: Path = typer.Option(..., help="Tuning folder (trials/, trials.csv, best.json, tune.png); rerun to resume."),
+    protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
+    seed: int = typer.Option(1, help="Seed of the split and the model during tuning."),
+    space: list[str] = typer.Option([], help="name=v1,v2,... replacing the model's search space for that name "
+                                             "(repeatable); default: the paper's l_r x reg_weight grid."),
+    objective: str = typer.Option("all:recall@20", help="Validation scenario:metric to maximise."),
+    sampler: str = typer.Option("grid", help="grid (every point, in a seeded order) or tpe."),
+    trials: Optional[int] = typer.Option(None, help="Most trials (default: the grid's size)."),
+    set_: list[str] = typer.Option([], "--set", help="key=value (model, fixed), split.key=value, data.key=value."),
+    features: Optional[str] = typer.Option(None, help="Feature presets used as content, comma-separated."),
+    k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
+    progress: bool = typer.Option(False, help="Per-epoch progress bars."),
+) -> None:
+    """Search hyperparameters with Optuna on the validation split (test is never evaluated); save the best."""
+    from coldstart.models import MODELS
+    from coldstart.studies.runs import apply_settings, parse_variants
+    from coldstart.studies.sweep import parse_assignment
+    from coldstart.studies.tune import Tuning, run_tuning
+
+    sets = parse_sets(set_)
+    variants = parse_variants(model)
+    if len(variants) != 1:
+        raise DataError("tune one model at a time", field="--model")
+    variant = variants[0]
+    apply_settings(variants, sets["hyper"])
+    searched = dict(MODELS[variant.model].search_space)
+    for item in space:
+        name, values = parse_assignment(item, "--space")
+        searched[name] = values
+    for name in searched:
+        variant.hyper.pop(name, None)  # a searched value cannot also be fixed
+    tuning = Tuning(dataset, variant, searched, protocol, seed, objective, sampler, trials, sets["data"],
+                    sets["split"], parse_ks(k), parse_presets(features))
+    best = run_tuning(tuning, output, status=say_dim, progress=progress)
+    console.print(f"best valid {objective}: {best['value']:.4f} with "
+                  + ", ".join(f"{k}={v}" for k, v in best["params"].items() if k in searched), highlight=False)
+    console.print(f"wrote {output / 'best.json'} (use: coldstart compare ... --tuned {output})", highlight=False)
+
+
 @app.command()
 def evaluate(
     split_dir: Path = typer.Option(..., "--split", help="A split folder (e.g. RUN/split)."),

@@ -51,6 +51,7 @@ class RunConfig:
     hyper: dict[str, Any] = field(default_factory=dict)  # model hyperparameters
     ks: list[int] = field(default_factory=lambda: [10, 20])
     features: list[str] = field(default_factory=list)  # feature presets replacing the raw content, e.g. ["textual"]
+    phases: list[str] = field(default_factory=lambda: ["valid", "test"])  # tuning runs use ["valid"] only
 
 
 def seed_everything(seed: int) -> None:
@@ -109,6 +110,7 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
         resolved = {"dataset": cfg.dataset, "model": cfg.model, "protocol": cfg.protocol, "seed": cfg.seed,
                     "data": cfg.data, "split": {**split.params, "seed": split.seed},
                     "hyperparameters": model.hyperparameters(), "ks": cfg.ks, "features": cfg.features,
+                    "phases": cfg.phases,
                     "split_fingerprint": split.fingerprint()}
         _write_json(out / "config.json", resolved)
         if feature_reports:
@@ -142,7 +144,8 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
     saved = json.loads((out / "config.json").read_text())
     split_params = {k: v for k, v in saved["split"].items() if k != "seed"}
     cfg = RunConfig(dataset=saved["dataset"], model=saved["model"], protocol=saved["protocol"], seed=saved["seed"],
-                    data=saved["data"], split=split_params, hyper=saved["hyperparameters"], ks=saved["ks"], features=saved.get("features", []))
+                    data=saved["data"], split=split_params, hyper=saved["hyperparameters"], ks=saved["ks"], features=saved.get("features", []),
+                    phases=saved.get("phases", ["valid", "test"]))
     model = MODELS[cfg.model](**cfg.hyper)
     seed_everything(cfg.seed)
     say(f"loading {cfg.dataset}")
@@ -176,7 +179,7 @@ def use_features(cfg: RunConfig, split: Split, progress: bool, say: Callable[[st
 
 def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: TrainOptions,
                       say: Callable[[str], None]) -> dict:
-    """Fit (with checkpoints), save the model, evaluate valid and test, write metrics.json and per_user.csv."""
+    """Fit (with checkpoints), save the model, evaluate the configured phases, write metrics.json and per_user.csv."""
     say(f"training {cfg.model}")
     start = time.perf_counter()
     model.fit(split, options)
@@ -184,7 +187,7 @@ def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: T
     log.info("trained %s in %.2fs", cfg.model, train_seconds)
     model.save(out / "model")
     say("evaluating")
-    results = {phase: evaluate(model, split, phase, ks=cfg.ks) for phase in ("valid", "test")}
+    results = {phase: evaluate(model, split, phase, ks=cfg.ks) for phase in cfg.phases}
     metrics = metrics_document(cfg, split, results, train_seconds, getattr(model, "best_epoch_", None))
     if getattr(model, "cold_items", "content") == "none":
         metrics["note"] = f"{cfg.model} has no representation for cold items; see its docs for how it scores them"
@@ -192,7 +195,7 @@ def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: T
     per_user.to_csv(out / "per_user.csv.tmp", index=False)
     (out / "per_user.csv.tmp").replace(out / "per_user.csv")
     _write_json(out / "metrics.json", metrics)
-    log.info("test %s", json.dumps(metrics["test"]))
+    log.info("%s %s", cfg.phases[-1], json.dumps(metrics[cfg.phases[-1]]))
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the run is complete; model/ holds the best epoch
     return metrics
 

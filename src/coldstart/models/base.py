@@ -35,6 +35,8 @@ class Recommender(nn.Module):
     Config: ClassVar[type] = NoConfig
     #: "none" when the model has no learnt representation for cold items (it then scores them by a documented rule).
     cold_items: ClassVar[str] = "content"
+    #: Hyperparameter -> values that `coldstart tune` searches by default (empty: nothing to tune).
+    search_space: ClassVar[dict[str, list]] = {}
 
     def __init__(self, **hyper: Any) -> None:
         super().__init__()

@@ -50,6 +50,8 @@ def compact(ids: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
 class EmbeddingRecommender(Recommender):
     """Base of models with user / item id embeddings and a CF encoder; subclasses define `loss`."""
 
+    #: The CLCRec paper's grid (§3.1.4), used for every trained model there: 16 points.
+    search_space = {"l_r": [1e-4, 1e-3, 1e-2, 1e-1], "reg_weight": [1e-4, 1e-3, 1e-2, 1e-1]}
     _cache: tuple[Tensor, Tensor] | None = None
     _adjacency: Tensor | None = None
 

@@ -1,0 +1,251 @@
+"""Table 2 and Table 3 of the CLCRec paper, from the run directories of a study, as markdown, CSV and LaTeX.
+
+Table 2: rows are models, columns scenario x metric, cells mean +- std over seeds (sample std, n - 1). Per
+column the best mean is bold and the strongest baseline (the best model other than the reference) underlined.
+Two more rows: the improvement of the reference over the strongest baseline in %, and the p-value of the per-user
+paired Wilcoxon test between them (significance.py); the CSV also has the per-seed paired t-test.
+
+Table 3: CEN_MF (clcrec) and CEN_GCN (clcrec_gcn) against MF-BPR (mf_bpr) and LightGCN (lightgcn), with the
+per-user p-value of each contrastive encoder against its BPR twin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coldstart.errors import DataError
+from coldstart.models import MODELS
+from coldstart.models.base import atomic_write
+from coldstart.studies.runs import Job
+from coldstart.studies.significance import paired_t_p, paired_users, wilcoxon_p
+
+SCENARIOS = ("warm", "cold", "all")
+TABLE3 = {"mf_bpr": "MF-BPR", "lightgcn": "LightGCN", "clcrec": "CEN_MF", "clcrec_gcn": "CEN_GCN"}
+TABLE3_PAIRS = (("clcrec", "mf_bpr"), ("clcrec_gcn", "lightgcn"))
+
+
+@dataclass
+class Results:
+    """Finished runs of a study in long form.
+
+    Attributes:
+        summary: one row per (label, seed, scenario, metric): value (phase `phase` of metrics.json).
+        per_user: one row per (label, seed, scenario, user) with a column per metric.
+        seconds: label -> mean training seconds.
+        labels: labels in study order.
+        models: label -> registered model name.
+    """
+
+    summary: pd.DataFrame
+    per_user: pd.DataFrame
+    seconds: dict[str, float]
+    labels: list[str]
+    models: dict[str, str]
+
+
+def load_results(jobs: list[Job], phase: str = "test") -> Results:
+    """Read metrics.json and per_user.csv of every job (tags model=label, seed)."""
+    rows, users, seconds, labels, models = [], [], {}, [], {}
+    for job in jobs:
+        label, seed = job.tags["model"], job.tags["seed"]
+        metrics_file = job.folder / "metrics.json"
+        if not metrics_file.exists():
+            raise DataError("run not finished (no metrics.json)", path=job.folder)
+        doc = json.loads(metrics_file.read_text())
+        if phase not in doc:
+            raise DataError(f"run has no {phase} metrics", path=metrics_file)
+        if label not in labels:
+            labels.append(label)
+            models[label] = job.config.model
+        seconds.setdefault(label, []).append(doc.get("train_seconds", math.nan))
+        for scenario, block in doc[phase].items():
+            rows += [{"label": label, "seed": seed, "scenario": scenario, "metric": m, "value": v}
+                     for m, v in block.items()]
+        frame = pd.read_csv(job.folder / "per_user.csv")
+        users.append(frame[frame["phase"] == phase].assign(label=label, seed=seed))
+    return Results(pd.DataFrame(rows), pd.concat(users, ignore_index=True),
+                   {k: float(np.mean(v)) for k, v in seconds.items()}, labels, models)
+
+
+def report_metrics(ks: list[int]) -> list[str]:
+    """The metrics of the tables: recall@K and NDCG@K for each K."""
+    return [f"{name}@{k}" for k in ks for name in ("recall", "ndcg")]
+
+
+def table2(results: Results, reference: str, metrics: list[str]) -> pd.DataFrame:
+    """Long-form Table 2: one row per (label, scenario, metric) with mean, std, n, and flags; plus the comparison.
+
+    Columns: label, scenario, metric, mean, std, seeds, best, strongest_baseline, and for the reference rows
+    improvement_pct, p_user_wilcoxon, p_seed_ttest (against the strongest baseline of that column).
+    """
+    if reference not in results.labels:
+        raise DataError(f"reference model {reference!r} is not in the study", field="--reference")
+    summary = results.summary[results.summary["metric"].isin(metrics)]
+    scenarios = [s for s in SCENARIOS if s in set(summary["scenario"])]
+    stats = (summary.groupby(["label", "scenario", "metric"])["value"]
+             .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else math.nan, seeds="count").reset_index())
+    out = []
+    for scenario in scenarios:
+        for metric in metrics:
+            cell = stats[(stats["scenario"] == scenario) & (stats["metric"] == metric)].set_index("label")
+            if cell.empty:
+                continue
+            best = cell["mean"].idxmax()
+            others = cell.drop(index=reference, errors="ignore")
+            strongest = others["mean"].idxmax() if len(others) else None
+            for label in results.labels:
+                if label not in cell.index:
+                    continue
+                row = {"label": label, "scenario": scenario, "metric": metric, **cell.loc[label].to_dict(),
+                       "best": label == best, "strongest_baseline": label == strongest}
+                if label == reference and strongest is not None:
+                    row.update(compare_pair(results, reference, strongest, scenario, metric))
+                    row["versus"] = strongest
+                out.append(row)
+    return pd.DataFrame(out)
+
+
+def compare_pair(results: Results, a: str, b: str, scenario: str, metric: str) -> dict[str, float]:
+    """Improvement of a over b in % (of the means over seeds) and both paired p-values."""
+    summary = results.summary
+    by_seed = (summary[(summary["scenario"] == scenario) & (summary["metric"] == metric)]
+               .pivot_table(index="seed", columns="label", values="value"))
+    both = by_seed[[a, b]].dropna()
+    mean_a, mean_b = both[a].mean(), both[b].mean()
+    improvement = (mean_a - mean_b) / mean_b * 100 if mean_b > 0 else math.nan
+    users = results.per_user[results.per_user["scenario"] == scenario]
+    x, y = paired_users(users[users["label"] == a], users[users["label"] == b], metric)
+    return {"improvement_pct": improvement, "p_user_wilcoxon": wilcoxon_p(x, y),
+            "p_seed_ttest": paired_t_p(both[a].to_numpy(), both[b].to_numpy()), "paired_users": len(x)}
+
+
+def _cell(mean: float, std: float, digits: int = 4) -> str:
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:+.2f}%"
+
+
+def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: bool = False) -> str:
+    """Markdown (or LaTeX tabular) of a long Table 2."""
+    columns = list(dict.fromkeys(zip(long["scenario"], long["metric"])))
+    indexed = long.set_index(["label", "scenario", "metric"])
+    bold, under = (("\\textbf{", "}"), ("\\underline{", "}")) if latex else (("**", "**"), ("<u>", "</u>"))
+    header = ["model", *(f"{s} {m}" for s, m in columns), "train s"]
+    body = []
+    for label in results.labels:
+        cells = [label + (" (no cold representation)" if MODELS[results.models[label]].cold_items == "none" else "")]
+        for scenario, metric in columns:
+            if (label, scenario, metric) not in indexed.index:
+                cells.append("")
+                continue
+            r = indexed.loc[(label, scenario, metric)]
+            text = _cell(r["mean"], r["std"])
+            if r["strongest_baseline"]:
+                text = under[0] + text + under[1]
+            if r["best"]:
+                text = bold[0] + text + bold[1]
+            cells.append(text)
+        cells.append(f"{results.seconds[label]:.1f}")
+        body.append(cells)
+    ref = long[long["label"] == reference].set_index(["scenario", "metric"])
+    for name, key, fmt in (("% improv.", "improvement_pct", _pct), ("p (per user)", "p_user_wilcoxon", _p)):
+        if key in ref:
+            body.append([f"{name} {reference} vs strongest", *(fmt(ref.loc[c, key]) if c in ref.index else ""
+                                                                 for c in columns), ""])
+    if latex:
+        esc = lambda t: t.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$").replace("<1e-4", "$<$1e-4")
+        lines = ["\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\toprule",
+                 " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+        lines += [" & ".join(esc(c) if not c.startswith("\\") else c.replace("±", "$\\pm$") for c in row) + " \\\\"
+                  for row in body]
+        return "\n".join([*lines, "\\bottomrule", "\\end{tabular}"]) + "\n"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in body)]) + "\n"
+
+
+def table3(results: Results, metrics: list[str]) -> pd.DataFrame | None:
+    """Rows scenario x metric; columns MF-BPR, LightGCN, CEN_MF, CEN_GCN (those present) and per-user p-values.
+
+    None when the study holds neither pair of Table 3.
+    """
+    present = [label for label in TABLE3 if label in results.labels]
+    pairs = [(a, b) for a, b in TABLE3_PAIRS if a in present and b in present]
+    if not pairs:
+        return None
+    summary = results.summary
+    rows = []
+    for scenario in SCENARIOS:
+        for metric in metrics:
+            part = summary[(summary["scenario"] == scenario) & (summary["metric"] == metric)]
+            if part.empty:
+                continue
+            row = {"scenario": scenario, "metric": metric}
+            for label in present:
+                row[TABLE3[label]] = part[part["label"] == label]["value"].mean()
+            for a, b in pairs:
+                row[f"p {TABLE3[a]} vs {TABLE3[b]}"] = compare_pair(results, a, b, scenario, metric)["p_user_wilcoxon"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table3_text(frame: pd.DataFrame, latex: bool = False) -> str:
+    header = list(frame.columns)
+    body = [[str(r["scenario"]), str(r["metric"]),
+             *(_p(r[c]) if c.startswith("p ") else f"{r[c]:.4f}" for c in header[2:])] for _, r in frame.iterrows()]
+    if latex:
+        esc = lambda t: t.replace("_", "\\_").replace("<1e-4", "$<$1e-4")
+        lines = ["\\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", "\\toprule",
+                 " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+        return "\n".join([*lines, *(" & ".join(esc(c) for c in row) + " \\\\" for row in body),
+                          "\\bottomrule", "\\end{tabular}"]) + "\n"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in body)]) + "\n"
+
+
+def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str | None = None) -> dict[str, Path]:
+    """Write table2.{md,csv,tex} and (when possible) table3.{md,csv,tex}; returns name -> path.
+
+    Args:
+        jobs: the study's finished jobs.
+        output: the study folder.
+        ks: cut-offs of the reported metrics.
+        reference: the model compared with the strongest baseline (default clcrec if present, else the first).
+    """
+    results = load_results(jobs)
+    reference = reference or ("clcrec" if "clcrec" in results.labels else results.labels[0])
+    metrics = report_metrics(ks)
+    long = table2(results, reference, metrics)
+    written = {}
+    note = ("Mean ± sample std over seeds " + ", ".join(map(str, sorted(set(results.summary["seed"])))) +
+            f" (test split). Bold: best; underlined: strongest model other than {reference}. "
+            "p: two-sided Wilcoxon signed-rank test over (seed, user) pairs, "
+            f"{reference} against the strongest other model of that column.\n\n")
+    for suffix, text in (("md", note + table2_text(long, results, reference)),
+                         ("tex", table2_text(long, results, reference, latex=True)),
+                         ("csv", long.to_csv(index=False))):
+        written[f"table2.{suffix}"] = _write(output / f"table2.{suffix}", text)
+    frame = table3(results, metrics)
+    if frame is not None:
+        for suffix, text in (("md", table3_text(frame)), ("tex", table3_text(frame, latex=True)),
+                             ("csv", frame.to_csv(index=False))):
+            written[f"table3.{suffix}"] = _write(output / f"table3.{suffix}", text)
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write(path, text.encode())
+    return path
