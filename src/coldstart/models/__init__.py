@@ -4,6 +4,7 @@ from coldstart.models.base import Recommender
 from coldstart.models.bpr import MFBPR, LightGCN
 from coldstart.models.cb2cf import CB2CF
 from coldstart.models.clcrec import CLCRec
+from coldstart.models.content_sim import ContentSim
 from coldstart.models.deepmusic import DeepMusic
 from coldstart.models.dropoutnet import DropoutNet
 from coldstart.models.duif import DUIF
@@ -26,6 +27,7 @@ MODELS: dict[str, type[Recommender]] = {
     MTPR.name: MTPR,
     CB2CF.name: CB2CF,
     Heater.name: Heater,
+    ContentSim.name: ContentSim,
 }
 
 __all__ = ["MODELS", "Recommender"]
