@@ -283,9 +283,9 @@ def compare(
                   features=parse_presets(features))
     jobs = run_study(study, output, status=say_dim, progress=progress)
     written = write_reports(jobs, output, ks, reference)
-    console.print((output / "table2.md").read_text(), markup=False, highlight=False)
+    console.print((output / "table2.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     if "table3.md" in written:
-        console.print((output / "table3.md").read_text(), markup=False, highlight=False)
+        console.print((output / "table3.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in written.values())}")
 
 

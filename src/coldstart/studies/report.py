@@ -147,7 +147,7 @@ def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: boo
     header = ["model", *(f"{s} {m}" for s, m in columns), "train s"]
     body = []
     for label in results.labels:
-        cells = [label + (" (no cold representation)" if MODELS[results.models[label]].cold_items == "none" else "")]
+        cells = [label + (" †" if MODELS[results.models[label]].cold_items == "none" else "")]
         for scenario, metric in columns:
             if (label, scenario, metric) not in indexed.index:
                 cells.append("")
@@ -167,7 +167,8 @@ def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: boo
             body.append([f"{name} {reference} vs strongest", *(fmt(ref.loc[c, key]) if c in ref.index else ""
                                                                  for c in columns), ""])
     if latex:
-        esc = lambda t: t.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$").replace("<1e-4", "$<$1e-4")
+        esc = lambda t: t.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$").replace("<1e-4", "$<$1e-4") \
+            .replace("†", "$^\\dagger$")
         lines = ["\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\toprule",
                  " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
         lines += [" & ".join(esc(c) if not c.startswith("\\") else c.replace("±", "$\\pm$") for c in row) + " \\\\"
@@ -233,7 +234,8 @@ def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str |
     note = ("Mean ± sample std over seeds " + ", ".join(map(str, sorted(set(results.summary["seed"])))) +
             f" (test split). Bold: best; underlined: strongest model other than {reference}. "
             "p: two-sided Wilcoxon signed-rank test over (seed, user) pairs, "
-            f"{reference} against the strongest other model of that column.\n\n")
+            f"{reference} against the strongest other model of that column. "
+            "†: no representation for cold items (their cold column is the evaluator's fixed random tie order).\n\n")
     for suffix, text in (("md", note + table2_text(long, results, reference)),
                          ("tex", table2_text(long, results, reference, latex=True)),
                          ("csv", long.to_csv(index=False))):

@@ -122,13 +122,19 @@ def _matches(saved: dict, cfg: RunConfig) -> str | None:
               "data": cfg.data, "ks": cfg.ks, "features": cfg.features,
               "hyperparameters": MODELS[cfg.model](**cfg.hyper).hyperparameters(),
               "phases": cfg.phases}
+    plain = lambda v: json.loads(json.dumps(v))  # tuples -> lists, as config.json holds them
     for key, value in wanted.items():
-        have = saved.get(key, ["valid", "test"] if key == "phases" else None)
-        if json.loads(json.dumps(have)) != json.loads(json.dumps(value)):
-            return f"{key} {json.dumps(have)} != {json.dumps(value)}"
+        have = plain(saved.get(key, ["valid", "test"] if key == "phases" else None))
+        value = plain(value)
+        if have != value:
+            if isinstance(have, dict) and isinstance(value, dict):
+                key = next(k for k in sorted(set(have) | set(value)) if have.get(k) != value.get(k))
+                have, value = have.get(key), value.get(key)
+            return f"{key}: {json.dumps(have)} there, {json.dumps(value)} now"
     for key, value in cfg.split.items():
-        if json.loads(json.dumps(saved.get("split", {}).get(key))) != json.loads(json.dumps(value)):
-            return f"split.{key} {json.dumps(saved.get('split', {}).get(key))} != {json.dumps(value)}"
+        have = plain(saved.get("split", {}).get(key))
+        if have != plain(value):
+            return f"split.{key}: {json.dumps(have)} there, {json.dumps(value)} now"
     return None
 
 
