@@ -139,43 +139,56 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:+.2f}%"
 
 
+def _latex(text: str) -> str:
+    """Escape a plain cell for LaTeX."""
+    for plain, tex in (("_", "\\_"), ("%", "\\%"), ("±", "$\\pm$"), ("<1e-4", "$<$1e-4"), ("†", "$^\\dagger$")):
+        text = text.replace(plain, tex)
+    return text
+
+
+def _render(header: list[str], body: list[list[str]], latex: bool, text_columns: int = 1) -> str:
+    """A markdown table, or a booktabs LaTeX tabular (body cells already escaped)."""
+    if latex:
+        lines = ["\\begin{tabular}{" + "l" * text_columns + "r" * (len(header) - text_columns) + "}", "\\toprule",
+                 " & ".join(_latex(h) for h in header) + " \\\\", "\\midrule",
+                 *(" & ".join(row) + " \\\\" for row in body), "\\bottomrule", "\\end{tabular}"]
+    else:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                 *("| " + " | ".join(row) + " |" for row in body)]
+    return "\n".join(lines) + "\n"
+
+
+def _styled(text: str, best: bool, strongest: bool, latex: bool) -> str:
+    """Bold for the best, underline for the strongest baseline."""
+    if latex:
+        text = _latex(text)
+        text = f"\\underline{{{text}}}" if strongest else text
+        return f"\\textbf{{{text}}}" if best else text
+    text = f"<u>{text}</u>" if strongest else text
+    return f"**{text}**" if best else text
+
+
 def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: bool = False) -> str:
     """Markdown (or LaTeX tabular) of a long Table 2."""
     columns = list(dict.fromkeys(zip(long["scenario"], long["metric"])))
     indexed = long.set_index(["label", "scenario", "metric"])
-    bold, under = (("\\textbf{", "}"), ("\\underline{", "}")) if latex else (("**", "**"), ("<u>", "</u>"))
-    header = ["model", *(f"{s} {m}" for s, m in columns), "train s"]
+    plain = _latex if latex else (lambda text: text)
     body = []
     for label in results.labels:
-        cells = [label + (" †" if MODELS[results.models[label]].cold_items == "none" else "")]
-        for scenario, metric in columns:
-            if (label, scenario, metric) not in indexed.index:
+        cells = [plain(label + (" †" if MODELS[results.models[label]].cold_items == "none" else ""))]
+        for column in columns:
+            if (label, *column) not in indexed.index:
                 cells.append("")
                 continue
-            r = indexed.loc[(label, scenario, metric)]
-            text = _cell(r["mean"], r["std"])
-            if r["strongest_baseline"]:
-                text = under[0] + text + under[1]
-            if r["best"]:
-                text = bold[0] + text + bold[1]
-            cells.append(text)
-        cells.append(f"{results.seconds[label]:.1f}")
-        body.append(cells)
+            r = indexed.loc[(label, *column)]
+            cells.append(_styled(_cell(r["mean"], r["std"]), r["best"], r["strongest_baseline"], latex))
+        body.append([*cells, f"{results.seconds[label]:.1f}"])
     ref = long[long["label"] == reference].set_index(["scenario", "metric"])
     for name, key, fmt in (("% improv.", "improvement_pct", _pct), ("p (per user)", "p_user_wilcoxon", _p)):
         if key in ref:
-            body.append([f"{name} {reference} vs strongest", *(fmt(ref.loc[c, key]) if c in ref.index else ""
-                                                                 for c in columns), ""])
-    if latex:
-        esc = lambda t: t.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$").replace("<1e-4", "$<$1e-4") \
-            .replace("†", "$^\\dagger$")
-        lines = ["\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\toprule",
-                 " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
-        lines += [" & ".join(esc(c) if not c.startswith("\\") else c.replace("±", "$\\pm$") for c in row) + " \\\\"
-                  for row in body]
-        return "\n".join([*lines, "\\bottomrule", "\\end{tabular}"]) + "\n"
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in body)]) + "\n"
+            body.append([plain(f"{name} {reference} vs strongest"),
+                         *(plain(fmt(ref.loc[c, key])) if c in ref.index else "" for c in columns), ""])
+    return _render(["model", *(f"{s} {m}" for s, m in columns), "train s"], body, latex)
 
 
 def table3(results: Results, metrics: list[str]) -> pd.DataFrame | None:
@@ -205,16 +218,11 @@ def table3(results: Results, metrics: list[str]) -> pd.DataFrame | None:
 
 def table3_text(frame: pd.DataFrame, latex: bool = False) -> str:
     header = list(frame.columns)
-    body = [[str(r["scenario"]), str(r["metric"]),
-             *(_p(r[c]) if c.startswith("p ") else f"{r[c]:.4f}" for c in header[2:])] for _, r in frame.iterrows()]
-    if latex:
-        esc = lambda t: t.replace("_", "\\_").replace("<1e-4", "$<$1e-4")
-        lines = ["\\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", "\\toprule",
-                 " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
-        return "\n".join([*lines, *(" & ".join(esc(c) for c in row) + " \\\\" for row in body),
-                          "\\bottomrule", "\\end{tabular}"]) + "\n"
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in body)]) + "\n"
+    plain = _latex if latex else (lambda text: text)
+    body = [[str(r["scenario"]), plain(str(r["metric"])),
+             *(plain(_p(r[c])) if c.startswith("p ") else f"{r[c]:.4f}" for c in header[2:])]
+            for _, r in frame.iterrows()]
+    return _render(header, body, latex, text_columns=2)
 
 
 def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str | None = None) -> dict[str, Path]:
