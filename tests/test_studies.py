@@ -16,7 +16,7 @@ from coldstart.experiments import RunConfig
 from coldstart.studies.report import load_results, table2, table3, write_reports
 from coldstart.studies.runs import Job, Variant, apply_settings, apply_tuned, parse_variants
 from coldstart.studies.significance import paired_t_p, paired_users, wilcoxon_p
-from coldstart.studies.sweep import parse_values
+from coldstart.studies.sweep import figure_grid, parse_values
 from tests.conftest import data_root
 from tests.test_bad_input import run_cli
 
@@ -138,6 +138,10 @@ def test_sweep_values_and_ranges():
     for bad in ("0,...,1", "1,0,...,3", ""):
         with pytest.raises(DataError):
             parse_values(bad, "p")
+    assert figure_grid("5") == ("num_sample", [0, 0.2, 0.4, 0.6, 0.8, 1.0], "num_neg", [1, 128], {"lr_lambda": 0.0})
+    assert figure_grid("7")[:3] == ("lr_lambda", [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], None)
+    with pytest.raises(DataError, match="unknown figure"):
+        figure_grid("4")
 
 
 TINY = ["--set", "num_epoch=1", "--set", "min_epochs=1", "--set", "batch_size=4096", "--set", "dim_E=16"]

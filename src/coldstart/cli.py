@@ -311,7 +311,7 @@ def sweep(
     """Train one model over a grid of one hyperparameter; plot warm / cold / all curves (Figures 5-7)."""
     from coldstart.studies.plots import plot_sweep
     from coldstart.studies.runs import Variant, apply_tuned
-    from coldstart.studies.sweep import FIGURES, Sweep, parse_assignment, parse_values, run_sweep
+    from coldstart.studies.sweep import Sweep, figure_grid, parse_assignment, run_sweep
 
     sets = parse_sets(set_)
     fixed: dict[str, Any] = {}
@@ -321,15 +321,10 @@ def sweep(
             say_dim(f"tuned {line}")
         fixed.update(holder.hyper)
     if figure is not None:
-        if figure not in FIGURES:
-            raise DataError(f"unknown figure {figure!r} (use {', '.join(FIGURES)})", field="--figure")
         if param is not None or series is not None:
             raise DataError("--figure sets --param and --series; give one or the other", field="--figure")
-        spec = FIGURES[figure]
-        name, values = spec["param"], parse_values(spec["values"], "--figure")
-        series_name = spec.get("series")
-        series_values = parse_values(spec["series_values"], "--figure") if series_name else [None]
-        fixed.update(spec.get("fixed", {}))
+        name, values, series_name, series_values, figure_fixed = figure_grid(figure)
+        fixed.update(figure_fixed)
     elif param is None:
         raise DataError("give --param name=values or --figure 5|6|7", field="--param")
     else:

@@ -1,0 +1,1 @@
+"""Studies: many runs and their reports (compare, sweep, tune); see docs/studies.md."""

@@ -66,6 +66,16 @@ def parse_values(text: str, name: str) -> list[Any]:
     return out
 
 
+def figure_grid(figure: str) -> tuple[str, list[Any], str | None, list[Any], dict[str, Any]]:
+    """(param, values, series, series values, fixed hyperparameters) of one of the paper's FIGURES."""
+    if figure not in FIGURES:
+        raise DataError(f"unknown figure {figure!r} (use {', '.join(FIGURES)})", field="--figure")
+    spec = FIGURES[figure]
+    series = spec.get("series")
+    series_values = parse_values(spec["series_values"], "--figure") if series else [None]
+    return spec["param"], parse_values(spec["values"], "--figure"), series, series_values, dict(spec.get("fixed", {}))
+
+
 def parse_assignment(text: str, option: str) -> tuple[str, list[Any]]:
     """"name=v1,v2" -> ("name", [v1, v2])."""
     name, eq, values = text.partition("=")
