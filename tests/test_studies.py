@@ -211,3 +211,16 @@ def test_tune_end_to_end_uses_validation_only_and_feeds_compare(tmp_path):
     assert proc.returncode == 0, proc.stderr
     config = json.loads((study / "runs" / "mf_bpr" / "seed1" / "config.json").read_text())
     assert config["hyperparameters"]["l_r"] == best["params"]["l_r"]
+
+
+def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
+    import os
+
+    from coldstart.models.base import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # mkstemp alone would give 0o600

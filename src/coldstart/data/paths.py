@@ -15,6 +15,19 @@ from coldstart.errors import DataError
 DATA_DIR_ENV = "COLDSTART_DATA_DIR"
 
 
+def temp_sibling(path: Path, suffix: str = "") -> tuple[int, str]:
+    """(fd, name) of a new temporary file beside `path`, for write-then-rename.
+
+    mkstemp creates files readable by their owner only; the final file gets the mode a plain open() would give
+    (0666 minus the umask), so reports and models stay readable by whoever could read the folder.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, name
+
+
 def data_dirs() -> list[Path]:
     """Folders searched for a dataset, in order: $COLDSTART_DATA_DIR (may list several, os.pathsep) then the cache."""
     dirs = [Path(p).expanduser() for p in os.environ.get(DATA_DIR_ENV, "").split(os.pathsep) if p]
@@ -57,7 +70,7 @@ def download(url: str, dest: Path, md5: str | None = None) -> Path:
         `dest`.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    fd, tmp_name = temp_sibling(dest, suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:

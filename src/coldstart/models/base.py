@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from coldstart.data.paths import temp_sibling
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
 
@@ -161,7 +161,7 @@ class Recommender(nn.Module):
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write bytes to a temporary file in the same folder, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -175,7 +175,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temp_sibling(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from coldstart.data.paths import temp_sibling
 from coldstart.features.extras import require
 
 SCENARIOS = ("warm", "cold", "all")
@@ -22,7 +22,7 @@ def _pyplot():
 
 def save_figure(fig, path: Path) -> Path:
     """Write through a temporary file in the same folder, then rename (no half-written PNG)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    fd, tmp = temp_sibling(path, suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
