@@ -98,3 +98,17 @@ def test_two_stage_models_resume_inside_either_stage(synthetic_split, tmp_path, 
     assert len(counted) == 8 - (stop_at - 1)  # only the interrupted epoch and those after it run again
     a, b = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+def test_stage_one_validates_on_warm_items_or_trains_the_full_budget(synthetic_split):
+    """MF-BPR cannot score cold items, so stage 1 of the two-stage baselines must not select on them."""
+    import dataclasses
+
+    from coldstart.models import MODELS
+    from coldstart.models.pretrained import pretrain_options
+
+    assert pretrain_options(synthetic_split, None).valid_scenario == "warm"
+    cold_only = dataclasses.replace(synthetic_split, valid=synthetic_split.valid.select(synthetic_split.valid.cold))
+    assert pretrain_options(cold_only, None).valid_scenario is None
+    mf = MODELS["mf_bpr"](num_epoch=3, min_epochs=1, patience=1).fit(cold_only, pretrain_options(cold_only, None))
+    assert mf.best_epoch_ == 3 and all(h["valid_recall@20"] is None for h in mf.history_)

@@ -43,14 +43,15 @@ class TrainOptions:
         progress: show a progress bar per epoch (on a terminal).
         seed: base seed of the per-epoch generators (None: drawn from torch's global generator,
             which `seed_everything` sets).
-        valid_scenario: scenario of the validation recall used for early stopping.
+        valid_scenario: scenario of the validation recall used for early stopping; None: no validation
+            (train num_epoch epochs, keep the last).
     """
 
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = False
     seed: int | None = None
-    valid_scenario: str = "all"
+    valid_scenario: str | None = "all"
 
 
 def stops_early(cfg, bad_epochs: int, epochs_done: int) -> bool:
@@ -63,11 +64,11 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
 
 
-def validation_score(model, split: Split, scenario: str, k: int) -> float | None:
-    """Validation recall@k of the model in its current state (None when the split has no valid data)."""
+def validation_score(model, split: Split, scenario: str | None, k: int) -> float | None:
+    """Validation recall@k of the model in its current state (None without valid data or scenario)."""
     from coldstart.eval.evaluate import evaluate
 
-    if len(split.valid) == 0:
+    if len(split.valid) == 0 or scenario is None:
         return None
     result = evaluate(model, split, "valid", scenarios=(scenario,), ks=(k,), metrics=["recall"])
     if scenario not in result.metrics:
