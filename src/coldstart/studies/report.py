@@ -239,8 +239,10 @@ def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str |
     metrics = report_metrics(ks)
     long = table2(results, reference, metrics)
     written = {}
-    note = ("Mean ± sample std over seeds " + ", ".join(map(str, sorted(set(results.summary["seed"])))) +
-            f" (test split). Bold: best; underlined: strongest model other than {reference}. "
+    seeds = sorted(set(results.summary["seed"]))
+    over = (f"Seed {seeds[0]} (one seed: no std)" if len(seeds) == 1 else
+            "Mean ± sample std over seeds " + ", ".join(map(str, seeds)))
+    note = (over + f" (test split). Bold: best; underlined: strongest model other than {reference}. "
             "p: two-sided Wilcoxon signed-rank test over (seed, user) pairs, "
             f"{reference} against the strongest other model of that column. "
             "†: no representation for cold items (their cold column is the evaluator's fixed random tie order).\n\n")
