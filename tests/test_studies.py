@@ -188,6 +188,8 @@ def test_sweep_end_to_end_writes_csv_and_png(tmp_path):
     assert config["hyperparameters"]["num_neg"] == 4 and config["hyperparameters"]["lr_lambda"] == 0.5
     bad = run_cli("sweep", "--dataset", "ml-100k", "--param", "nope=1,2", "--output", str(tmp_path / "x"))
     assert bad.returncode == 2 and "nope" in bad.stderr
+    bad = run_cli("tune", "--dataset", "ml-100k", "--model", "mf_bpr", "--set", "l_r=0.1", "--output", str(tmp_path / "t"))
+    assert bad.returncode == 2 and "l_r is searched" in bad.stderr
 
 
 def test_tune_end_to_end_uses_validation_only_and_feeds_compare(tmp_path):

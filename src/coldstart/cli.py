@@ -391,7 +391,9 @@ def tune(
         name, values = parse_assignment(item, "--space")
         searched[name] = values
     for name in searched:
-        variant.hyper.pop(name, None)  # a searched value cannot also be fixed
+        if name in variant.hyper and name in sets["hyper"]:
+            raise DataError(f"{name} is searched; drop --set {name} or give --space {name}=<values>", field=name)
+        variant.hyper.pop(name, None)  # a variant's own value (e.g. clcrec_gcn's encoder) yields to the search
     tuning = Tuning(dataset, variant, searched, protocol, seed, objective, sampler, trials, sets["data"],
                     sets["split"], parse_ks(k), parse_presets(features))
     best = run_tuning(tuning, output, status=say_dim, progress=progress)
