@@ -45,6 +45,27 @@ class ContentConfig(TrainedConfig):
             object.__setattr__(self, "modalities", tuple(self.modalities))  # JSON gives a list
 
 
+def item_content_spec(model: str, split: Split, modalities: tuple[str, ...] | None,
+                      kinds: dict[str, bool] | None = None) -> ContentSpec:
+    """The item modalities a content model uses, or a DataError saying why there are none.
+
+    Args:
+        model: the model's name, for the message.
+        split: the split, whose dataset holds the item features.
+        modalities: the configured modality names (None: every numeric one).
+        kinds: {"v", "a", "t"} -> keep visual / acoustic / textual modalities (None: all).
+    """
+    dataset = split.dataset
+    if dataset is None or not dataset.item_features:
+        raise DataError(f"{model} needs item content: the split's dataset has no item features "
+                        "(load the split together with its dataset)", field="item_features")
+    spec = select_modalities(dataset.item_features, modalities, kinds)
+    if not spec.names:
+        raise DataError(f"no numeric item modality to use among {', '.join(dataset.item_features)} "
+                        "(text and images need `coldstart features` first)", field="modalities")
+    return spec
+
+
 class ContentRecommender(EmbeddingRecommender):
     """An EmbeddingRecommender with item content and a feature encoder f = MLP(content) of width dim_E."""
 
@@ -58,17 +79,10 @@ class ContentRecommender(EmbeddingRecommender):
     # -- content -------------------------------------------------------------------------------------------
     def dims_for(self, split: Split) -> dict[str, int]:
         dims = super().dims_for(split)
-        dataset = split.dataset
-        if dataset is None or not dataset.item_features:
-            raise DataError(f"{self.name} needs item content: the split's dataset has no item features "
-                            "(load the split together with its dataset)", field="item_features")
         cfg = self.config
-        self.spec_ = select_modalities(dataset.item_features, cfg.modalities,
+        self.spec_ = item_content_spec(self.name, split, cfg.modalities,
                                        {"v": cfg.has_v, "a": cfg.has_a, "t": cfg.has_t})
-        if not self.spec_.names:
-            raise DataError(f"no numeric item modality to use among {', '.join(dataset.item_features)} "
-                            "(text and images need `coldstart features` first)", field="modalities")
-        dense, sparse = build_content(self.spec_, dataset.item_features, n_rows=split.n_items)
+        dense, sparse = build_content(self.spec_, split.dataset.item_features, n_rows=split.n_items)
         self._pending_content = (dense, sparse)
         dims.update(content_dense=dense.shape[1], content_sparse=sparse.shape[1], content_nnz=int(sparse.nnz))
         return dims

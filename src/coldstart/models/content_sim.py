@@ -23,7 +23,8 @@ from torch import Tensor
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
 from coldstart.models.base import Recommender
-from coldstart.nn.content import build_content, select_modalities
+from coldstart.models.content import item_content_spec
+from coldstart.nn.content import build_content
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,19 +53,12 @@ class ContentSim(Recommender):
 
     def dims_for(self, split: Split) -> dict[str, int]:
         dims = super().dims_for(split)
-        dataset = split.dataset
-        if dataset is None or not dataset.item_features:
-            raise DataError(f"{self.name} needs item content: the split's dataset has no item features",
-                            field="item_features")
-        spec = select_modalities(dataset.item_features, self.config.modalities)
-        if not spec.names:
-            raise DataError("no numeric item modality (text and images need `coldstart features` first)",
-                            field="modalities")
+        spec = item_content_spec(self.name, split, self.config.modalities)
         width = sum(spec.dims)
         if width > self.config.max_dims:
             raise DataError(f"content has {width} columns, more than max_dims={self.config.max_dims}; use a "
                             "feature preset (--features) or raise max_dims", field="max_dims")
-        dense, sparse = build_content(spec, dataset.item_features, n_rows=split.n_items)
+        dense, sparse = build_content(spec, split.dataset.item_features, n_rows=split.n_items)
         self._content = np.concatenate([dense, sparse.toarray()], axis=1)  # [I, D]
         dims["content_dims"] = self._content.shape[1]
         return dims

@@ -21,7 +21,8 @@ def _pyplot():
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write through a temporary file in the same folder, then rename (no half-written PNG)."""
+    """Lay out, write through a temporary file in the same folder, rename (no half-written PNG), close."""
+    fig.tight_layout()
     fd, tmp = temp_sibling(path, suffix=".png")
     os.close(fd)
     try:
@@ -30,6 +31,7 @@ def save_figure(fig, path: Path) -> Path:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        _pyplot().close(fig)
     return path
 
 
@@ -74,10 +76,7 @@ def plot_sweep(summary: pd.DataFrame, param: str, series: str | None, metrics: l
                 ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _log_spaced(values: pd.Series) -> bool:
@@ -108,7 +107,4 @@ def plot_tuning(trials: pd.DataFrame, params: list[str], objective: str, path: P
         fig.colorbar(image, ax=ax, label=objective)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
