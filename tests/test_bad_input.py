@@ -57,13 +57,15 @@ def test_non_numeric_id(tmp_path):
 def test_nan_in_feature_matrix(tmp_path):
     root = tabular(tmp_path / "d", features={"vec.npy": np.array([[1.0], [np.nan]], np.float32),
                                               "vec.ids.txt": "a\nb\n"})
-    assert error_of(lambda: load_dataset(str(root))) == "field 'item_features.vec': NaN or inf in row for id b"
+    assert error_of(lambda: load_dataset(str(root))) == f"{root / 'items' / 'vec.npy'}: NaN or inf in row 1 (id b)"
 
 
-def test_missing_cells_in_a_numeric_feature_table_get_the_mean_and_a_warning(tmp_path, caplog):
+def test_missing_cells_in_a_numeric_feature_table_are_errors_unless_mean_filling_is_asked(tmp_path, caplog):
     root = tabular(tmp_path / "d", features={"year.csv": "item,year,price\na,,3\nb,1990,5\n"})
+    msg = error_of(lambda: load_dataset(str(root)))
+    assert msg.startswith(f"{root / 'items' / 'year.csv'}:2, field 'year': missing or non-finite value")
     with caplog.at_level("WARNING", logger="coldstart"):
-        ds = load_dataset(str(root))
+        ds = load_dataset(str(root), missing_features="mean")
     np.testing.assert_array_equal(ds.item_features["year"].values, [[1990.0, 3.0], [1990.0, 5.0]])
     assert "1 missing or non-finite values in column 'year' set to the column mean" in caplog.text
 

@@ -47,7 +47,9 @@ def test_ml1m_with_content_extension():
 def test_ml_latest_small_and_citeulike_and_amazon():
     ml = load_dataset("ml-latest-small", root=data_root("ml-latest-small"), min_rating=None)
     assert (ml.n_users, ml.n_interactions) == (610, 100_836)
-    assert "tags" in ml.item_features
+    assert "tags" not in ml.item_features  # per interaction, so that item tags can come from train only
+    assert ml.interaction_features["tags"].n_rows == ml.n_interactions
+    assert ml.interaction_features["tags"].values.nnz == 3476  # tag applications on a rated pair, repeats merged
     cite = load_dataset("citeulike-a", root=data_root("citeulike-a"))
     assert (cite.n_users, cite.n_items, cite.n_interactions) == (5551, 16980, 204_986)
     assert cite.item_features["citations"].values.shape == (16980, 16980)
@@ -97,6 +99,8 @@ def test_official_clcrec_folder(tmp_path):
         arr[:] = rows
         np.save(tmp_path / f"{name}.npy", arr, allow_pickle=True)
     np.save(tmp_path / "feat_v.npy", np.eye(5, dtype=np.float32))
+    np.save(tmp_path / "warm_set.npy", np.array([4, 5, 6]))  # the folder declares its item ids here
+    np.save(tmp_path / "cold_set.npy", np.array([7, 8]))
     ds = load_dataset(str(tmp_path))
     assert list(ds.item_ids) == ["0", "1", "2", "3", "4"] and ds.n_users == n_users
     assert ds.item_features["visual"].values.shape == (5, 5)

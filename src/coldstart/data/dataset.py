@@ -98,6 +98,15 @@ class Dataset:
             frame["rating"] = self.ratings
         return frame
 
+    def content_names(self) -> dict[str, list[str]]:
+        """Names of the content modalities per side: {"item": [...], "user": [...], "interaction": [...]}.
+
+        Interaction-level content (e.g. Amazon review text) belongs to no item until a split says which
+        interactions are training ones (see `features.with_features`), so it is listed on its own.
+        """
+        return {"item": list(self.item_features), "user": list(self.user_features),
+                "interaction": list(self.interaction_features)}
+
     def summary(self) -> dict:
         """Sizes and modalities, for `coldstart datasets` and logs."""
         density = self.n_interactions / max(1, self.n_users * self.n_items)
@@ -122,6 +131,7 @@ def from_frame(
     unknown_features: str = "drop",
     source: str | None = None,
     text_columns: tuple[str, ...] = (),
+    interaction_features: dict[str, Modality] | None = None,
 ) -> Dataset:
     """Build a Dataset from an interaction frame with raw ids, aligning feature rows by raw id.
 
@@ -138,6 +148,8 @@ def from_frame(
             more entities than were rated); "error" raises DataError for them (bring-your-own data).
         source: file name used in error messages.
         text_columns: columns of `frame` kept as per-interaction Text modalities.
+        interaction_features: further per-interaction modalities, one row per row of `frame`, in its order
+            (e.g. the tags a user put on the item of that interaction).
 
     Returns:
         The Dataset.
@@ -161,7 +173,8 @@ def from_frame(
         ratings=ratings,
         item_features=_align_all(item_features or {}, item_ids, "item", unknown_features, source),
         user_features=_align_all(user_features or {}, user_ids, "user", unknown_features, source),
-        interaction_features={c: Text(frame[c].astype(str).tolist()) for c in text_columns},
+        interaction_features={**{c: Text(frame[c].astype(str).tolist()) for c in text_columns},
+                              **(interaction_features or {})},
     )
 
 

@@ -17,12 +17,67 @@ _UNIT_SEP = "\x1f"
 
 
 def require_file(path: Path) -> Path:
-    """Raise DataError if `path` is missing or empty."""
+    """Raise DataError if `path` is missing, is not a regular file (a folder), or is empty."""
+    path = Path(path)
     if not path.exists():
         raise DataError("missing required file", path=path)
-    if path.is_file() and path.stat().st_size == 0:
+    if not path.is_file():
+        raise DataError("expected a file, found a folder" if path.is_dir() else "expected a regular file", path=path)
+    if path.stat().st_size == 0:
         raise DataError("empty file", path=path)
     return path
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text, newlines normalised to \\n; a UTF-8 byte-order mark is accepted and dropped.
+
+    Raises:
+        DataError: naming the file and line of the first byte that is not valid in `encoding`.
+    """
+    return _decode(require_file(path).read_bytes(), path, encoding).replace("\r\n", "\n")
+
+
+def _decode(raw: bytes, path: Path, encoding: str) -> str:
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"byte 0x{raw[exc.start]:02x} is not valid {encoding} text (save the file as {encoding})",
+                        path=path, line=line) from None
+
+
+def read_header(path: Path, sep: str = ",") -> list[str]:
+    """The field names on the first line of a delimited file (quotes allowed; BOM and encoding as `read_text`)."""
+    import csv
+
+    with open(require_file(path), "rb") as fh:
+        first = _decode(fh.readline(), path, "utf-8").rstrip("\r\n")
+    return next(csv.reader([first], delimiter=sep)) if first else []
+
+
+def check_ids(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, first_line: int | None) -> None:
+    """Raise DataError at the first missing or empty (blank) raw id in `columns`.
+
+    Raw ids are strings and never parsed as missing ("NA" is an id); a blank one, or a null in a Parquet
+    column, is an error because it would silently become an entity of its own.
+
+    Args:
+        frame: the rows; id columns hold str (text files) or anything (Parquet, where nulls can occur).
+        columns: the id columns to check.
+        path: the file, for the message.
+        first_line: line number of the frame's first row in a text file, or None for a row-numbered file
+            (Parquet), where the message names the 0-based row instead.
+    """
+    for col in columns:
+        values = frame[col]
+        bad = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+        if bad.any():
+            row = int(np.argmax(bad))
+            what = "missing" if values.isna().iloc[row] else "empty"
+            if first_line is None:
+                raise DataError(f"{what} id in row {row}", path=path, field=str(col))
+            raise DataError(f"{what} id", path=path, line=first_line + row, field=str(col))
 
 
 def read_table(
@@ -51,9 +106,7 @@ def read_table(
     Raises:
         DataError: naming the file and 1-based line of the first malformed row.
     """
-    require_file(path)
-    with open(path, encoding=encoding, newline="") as fh:
-        text = fh.read().replace("\r\n", "\n")
+    text = read_text(path, encoding)
     if sep != _UNIT_SEP and len(sep) > 1:
         text = text.replace(sep, _UNIT_SEP)
         sep = _UNIT_SEP

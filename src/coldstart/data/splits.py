@@ -144,6 +144,9 @@ class Split:
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the split is read by other tools and people
         for phase in PHASES:
             self.frame(phase).to_csv(tmp / f"{phase}.csv", index=False)
         (tmp / "meta.json").write_text(json.dumps(self.meta(), indent=1) + "\n")
@@ -345,48 +348,122 @@ PUBLISHED = {
 }
 
 
-def published(dataset: Dataset, source: str = "heater", root: str | Path | None = None, seed: int | None = None) -> Split:
+COLD_SIDES = ("auto", "item", "user")
+
+
+def published(dataset: Dataset, source: str = "heater", root: str | Path | None = None, seed: int | None = None,
+              cold_side: str = "auto") -> Split:
     """Import a published split: CiteULike-a's Heater, GAR (1-based ids) or ALDI split, or an official CLCRec folder.
+
+    The files say which rows are cold (Heater's vali / test, GAR's and ALDI's cold_item_*, CLCRec's *_cold), not
+    whether the cold entities are items or users: Heater's format holds item-cold (CiteULike-a) and user-cold
+    (Last.fm) splits alike. `cold_side="auto"` reads it from the files: the cold rows' items all absent from train
+    means item cold start, their users all absent from train means user cold start.
 
     Args:
         dataset: the dataset the split belongs to (its index maps the raw ids).
         source: "heater", "gar", "aldi" or "clcrec".
         root: the dataset folder holding splits_<source>/ (default: where the dataset was loaded from).
         seed: ignored (a published split has no seed); accepted so every protocol takes the same arguments.
+        cold_side: "auto", "item" or "user".
+
+    Raises:
+        DataError: naming the file and line where the flags disagree with train: a cold entity that occurs in
+            train, a warm held-out entity that does not, or cold rows whose side cannot be told.
     """
+    if cold_side not in COLD_SIDES:
+        raise DataError(f"must be one of {', '.join(COLD_SIDES)}, got {cold_side!r}", field="cold_side")
     root = Path(root) if root is not None else dataset.root
     if root is None:
         raise DataError("published split needs the dataset folder (root)", field="root")
     if source == "clcrec":
-        from coldstart.data.loaders.clcrec_official import read_parts
+        from coldstart.data.loaders.clcrec_official import PHASE_FILES, read_parts
 
         raw, _ = read_parts(root)
-        pieces = {name: (pairs, name.split("_")[0], name.endswith("cold")) for name, pairs in raw.items()}
-        pieces["train"] = (raw["train"], "train", False)
+        files = {"train": "train.npy", **{f"{ph}_{sc}": name for (ph, sc), name in PHASE_FILES.items()}}
+        # (file for messages, pairs, phase, cold?, line of the first pair or None for a binary file)
+        pieces = [(str(root / files[name]), pairs, name.split("_")[0], name.endswith("cold"), None)
+                  for name, pairs in raw.items()]
     elif source in PUBLISHED:
-        folder, base, files = PUBLISHED[source]
-        pieces = {}
-        for name, (phase, is_cold) in files.items():
+        folder, base, spec = PUBLISHED[source]
+        pieces = []
+        for name, (phase, is_cold) in spec.items():
             path = root / folder / name
             frame = read_table(path, ["user", "item"], header=True, numeric=("user", "item"))
-            pieces[str(path)] = (frame[["user", "item"]].to_numpy(np.int64) - base, phase, is_cold)
+            pieces.append((str(path), frame[["user", "item"]].to_numpy(np.int64) - base, phase, is_cold, 2))
     else:
         raise DataError(f"unknown published split {source!r} (use heater, gar, aldi or clcrec)", field="source")
     uindex, iindex = pd.Index(dataset.user_ids), pd.Index(dataset.item_ids)
-    collected: dict[str, list[Part]] = {p: [] for p in PHASES}
-    for name, (pairs, phase, is_cold) in pieces.items():
+    parts: list[tuple[str, Part, str, int | None]] = []
+    for name, pairs, phase, is_cold, first_line in pieces:
         users = uindex.get_indexer(pairs[:, 0].astype(str))
         items = iindex.get_indexer(pairs[:, 1].astype(str))
         unknown = (users < 0) | (items < 0)
         if unknown.any():
             row = int(np.argmax(unknown))
             raise DataError(f"pair ({pairs[row, 0]}, {pairs[row, 1]}) is not in dataset {dataset.name}",
-                            path=name, line=row + 2)
-        collected[phase].append(Part(users, items, np.full(len(users), is_cold)))
-    parts = {p: Part.concat(*collected[p]) if collected[p] else Part.empty() for p in PHASES}
-    cold = np.unique(np.concatenate([parts[p].items[parts[p].cold] for p in ("valid", "test")]))
-    return _new_split(dataset, "published", "item", parts["train"], parts["valid"], parts["test"], cold, None,
-                      {"source": source})
+                            path=name, line=None if first_line is None else first_line + row)
+        parts.append((name, Part(users.astype(np.int64), items.astype(np.int64), np.full(len(users), is_cold)),
+                      phase, first_line))
+    train = Part.concat(*(part for _, part, phase, _ in parts if phase == "train"))
+    side = _published_side(parts, train, dataset, cold_side)
+    _check_published_flags(parts, train, dataset, side)
+    by_phase = {p: [part for _, part, phase, _ in parts if phase == p] for p in PHASES}
+    split_parts = {p: Part.concat(*by_phase[p]) if by_phase[p] else Part.empty() for p in PHASES}
+    held = Part.concat(split_parts["valid"], split_parts["test"])
+    cold = np.unique((held.items if side == "item" else held.users)[held.cold])
+    return _new_split(dataset, "published", side, split_parts["train"], split_parts["valid"], split_parts["test"],
+                      cold, None, {"source": source, "cold_side": side})
+
+
+def _in_train(train: Part, dataset: Dataset) -> dict[str, np.ndarray]:
+    """{"item": bool [I], "user": bool [U]}: entities with a training interaction."""
+    out = {"item": np.zeros(dataset.n_items, bool), "user": np.zeros(dataset.n_users, bool)}
+    out["item"][train.items] = True
+    out["user"][train.users] = True
+    return out
+
+
+def _published_side(parts, train: Part, dataset: Dataset, cold_side: str) -> str:
+    """The cold side: given, or the one whose cold-row entities are all absent from train."""
+    if cold_side != "auto":
+        return cold_side
+    seen = _in_train(train, dataset)
+    cold_rows = [part.select(part.cold) for _, part, phase, _ in parts if phase != "train"]
+    cold_rows = Part.concat(*cold_rows) if cold_rows else Part.empty()
+    if len(cold_rows) == 0:
+        return "item"  # no cold rows: nothing is cold either way; item is the protocol's usual meaning
+    item_cold = not seen["item"][cold_rows.items].any()
+    user_cold = not seen["user"][cold_rows.users].any()
+    if item_cold and not user_cold:
+        return "item"
+    if user_cold and not item_cold:
+        return "user"
+    names = ", ".join(sorted({Path(n).name for n, part, phase, _ in parts if phase != "train" and part.cold.any()}))
+    if item_cold:
+        raise DataError(f"cannot tell the cold side: neither the users nor the items of the cold rows ({names}) "
+                        "occur in train; set split.cold_side=item or user", field="cold_side")
+    raise DataError(f"the cold rows ({names}) have items and users that occur in train: neither item nor user "
+                    "cold start; these files are not a cold-start split", field="cold_side")
+
+
+def _check_published_flags(parts, train: Part, dataset: Dataset, side: str) -> None:
+    """DataError at the first held-out row whose flag disagrees with train: a cold entity of `side` that occurs
+    in train, or a warm one that does not (it could never be scored as warm)."""
+    seen = _in_train(train, dataset)[side]
+    for name, part, phase, first_line in parts:
+        if phase == "train":
+            continue
+        ids = part.items if side == "item" else part.users
+        raw = dataset.item_ids if side == "item" else dataset.user_ids
+        bad = seen[ids] == part.cold  # cold and seen, or warm and unseen
+        if bad.any():
+            row = int(np.argmax(bad))
+            what = (f"{side} {raw[ids[row]]} is marked cold but occurs in train" if part.cold[row]
+                    else f"{side} {raw[ids[row]]} is marked warm but does not occur in train")
+            where = f", pair {row}" if first_line is None else ""  # .npy lists have no lines
+            raise DataError(f"{what} ({side} cold start{where})", path=name,
+                            line=None if first_line is None else first_line + row)
 
 
 def _rows_to_part(dataset: Dataset) -> Callable[[np.ndarray, bool | np.ndarray], Part]:

@@ -51,6 +51,14 @@ def _tfidf(documents, settings: dict, on_batch: OnBatch) -> Extracted:
     return Extracted(values, mask, info | {"empty_documents": int((~mask).sum())})
 
 
+def _labels(indicator: sp.csr_matrix, settings: dict, on_batch: OnBatch) -> Extracted:
+    """A sparse label indicator [N, V] as it is: the model's content encoder normalises rows itself."""
+    values = sp.csr_matrix(indicator, dtype=np.float32)
+    on_batch(values.shape[0])
+    mask = np.diff(values.indptr) > 0
+    return Extracted(values, mask, {"labels": int(values.shape[1])})
+
+
 def _image(images: Image, settings: dict, on_batch: OnBatch) -> Extracted:
     from coldstart.features.image import ImageEncoder
 
@@ -83,6 +91,7 @@ EXTRACTORS: dict[str, tuple[str, Callable[[Any, dict, OnBatch], Extracted], Call
     "sentence": ("1", _sentence, len),
     "reviews": ("1", _reviews, lambda content: len(content[0])),
     "tfidf": ("1", _tfidf, lambda docs: docs.shape[0] if sp.issparse(docs) else len(docs)),
+    "labels": ("1", _labels, lambda indicator: indicator.shape[0]),
     "image": ("1", _image, lambda images: sum(r is not None for r in images.refs)),
     "tabular": ("2", _tabular, lambda blocks: 1),  # 2: standardised numbers are no longer scaled to their sign
 }

@@ -96,18 +96,40 @@ def _join(*columns: list[str]) -> list[str]:
     return [". ".join(t for t in row if t) for row in zip(*columns)]
 
 
-def _train_reviews(dataset: Dataset, train) -> tuple[list[str], np.ndarray, int]:
-    """(review texts, item index per review, number of items) of the training interactions only."""
-    reviews = dataset.interaction_features.get("review")
-    if not isinstance(reviews, Text):
-        raise DataError(f"{dataset.name} has no per-interaction review text", field="preset")
+def _train_rows(dataset: Dataset, train) -> np.ndarray:
+    """int64 [T]: the dataset row (interaction) of each training interaction."""
     keys = dataset.users.astype(np.int64) * dataset.n_items + dataset.items  # (user, item) pairs are unique
     train_keys = np.asarray(train.users, np.int64) * dataset.n_items + np.asarray(train.items, np.int64)
     order = np.argsort(keys, kind="stable")
     pos = order[np.minimum(np.searchsorted(keys, train_keys, sorter=order), len(keys) - 1)]
     if not np.array_equal(keys[pos], train_keys):
         raise DataError("the training interactions are not interactions of this dataset", field="train")
+    return pos
+
+
+def _train_reviews(dataset: Dataset, train) -> tuple[list[str], np.ndarray, int]:
+    """(review texts, item index per review, number of items) of the training interactions only."""
+    reviews = dataset.interaction_features.get("review")
+    if not isinstance(reviews, Text):
+        raise DataError(f"{dataset.name} has no per-interaction review text", field="preset")
+    pos = _train_rows(dataset, train)
     return [reviews.texts[r] for r in pos], dataset.items[pos], dataset.n_items
+
+
+def _train_tags(dataset: Dataset, train) -> MultiLabel:
+    """MultiLabel [I, V]: each item's tags, put on it in training interactions only; the vocabulary is the tags
+    of those interactions, so not even a tag's name comes from a held-out pair."""
+    tags = dataset.interaction_features.get("tags")
+    if not isinstance(tags, MultiLabel):
+        raise DataError(f"{dataset.name} has no per-interaction tags", field="preset")
+    pos = _train_rows(dataset, train)
+    pool = sp.csr_matrix((np.ones(len(pos), np.float32), (dataset.items[pos], np.arange(len(pos)))),
+                         shape=(dataset.n_items, len(pos)))  # [I, T]: gathers each item's training rows
+    per_item = sp.csr_matrix(pool @ tags.values[pos])  # [I, V]: how often each tag was put on the item
+    used = np.flatnonzero(np.asarray(per_item.sum(axis=0)).ravel() > 0)
+    per_item = sp.csr_matrix(per_item[:, used])
+    per_item.data[:] = 1.0  # an indicator, like the item-level tag lists of the other datasets
+    return MultiLabel(per_item, [tags.vocabulary[j] for j in used])
 
 
 def _blocks(*specs) -> Callable[[Dataset, Any], list]:
@@ -190,6 +212,12 @@ PRESETS: dict[str, dict[str, Preset]] = {
     "citeulike-a": {
         "tags": Preset("tags", "item", "tags -> TF-IDF -> SVD (300-d)", "tfidf", {"svd_dim": 300, "min_df": 1},
                        lambda ds, tr: _modality(ds, "tags", (MultiLabel,)).values),
+    },
+    "ml-latest-small": {
+        "tags": Preset("tags", "item", "tags put on the item in training interactions (multi-hot, sparse)", "labels",
+                       {}, lambda ds, tr: _train_tags(ds, tr).values, needs_train=True),
+        "meta": Preset("meta", "item", "genres (multi-hot) and year (standardised)", "tabular", {},
+                       _blocks(("labels", "genres", None, 1), ("number", "year"))),
     },
     "amazon-musical-instruments": {
         "reviews": Preset("reviews", "item", "mean all-MiniLM-L6-v2 embedding of the item's training reviews (384-d)",

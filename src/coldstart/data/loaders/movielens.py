@@ -6,6 +6,7 @@ The index covers the users and items with at least one positive; catalogue rows 
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from coldstart.data.modalities import Dense, Image, MultiLabel, Text
 from coldstart.data.paths import fetch_zip
 from coldstart.data.readers import check_duplicates, read_table, require_file, threshold
 
+log = logging.getLogger("coldstart")
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 # MD5 of the official archives, as published beside them on the GroupLens site (<archive>.md5).
 ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"
@@ -154,7 +156,15 @@ def load_ml1m(root: Path, min_rating: float | None = 4) -> Dataset:
 
 
 def load_ml_latest_small(root: Path, min_rating: float | None = 4) -> Dataset:
-    """Load ml-latest-small: ratings (0.5-5 stars, timestamps), genres and user-applied tags as item content."""
+    """Load ml-latest-small: ratings (0.5-5 stars, timestamps) with genres, title and year as item content.
+
+    The tags in tags.csv were put on movies by the same users who rated them, so an item-level tag list built
+    from every user would carry the held-out interactions into the content (57% of tagged (user, item) pairs
+    are positives). They are kept per interaction instead, as `interaction_features["tags"]` (a MultiLabel row
+    per interaction: the tags that user put on that movie), and the `tags` feature preset builds item tags from
+    the training interactions only, after the split. Tags on pairs that are not positive interactions belong
+    to no split part and are dropped (logged).
+    """
     root = Path(root)
     data = read_table(root / "ratings.csv", ["user", "item", "rating", "timestamp"], header=True,
                       numeric=("user", "item", "rating", "timestamp"))
@@ -167,9 +177,30 @@ def load_ml_latest_small(root: Path, min_rating: float | None = 4) -> Dataset:
         "title": (mid, Text(movies["title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True).tolist())),
         "year": (mid, _year(movies["title"].str.extract(r"\((\d{4})\)\s*$", expand=False).fillna(""))),
     }
+    per_interaction = {}
     if (root / "tags.csv").exists():
-        tags = read_table(root / "tags.csv", ["user", "item", "tag", "timestamp"], header=True, numeric=("item",))
-        tags["tag"] = tags["tag"].str.strip().str.lower()
-        grouped = tags.groupby("item")["tag"].agg(list)
-        item_features["tags"] = (grouped.index.astype(str).tolist(), MultiLabel.from_lists(grouped.tolist()))
-    return from_frame("ml-latest-small", data, item_features=item_features, source=str(root))
+        per_interaction["tags"] = _interaction_tags(root / "tags.csv", data)
+    return from_frame("ml-latest-small", data, item_features=item_features, source=str(root),
+                      interaction_features=per_interaction)
+
+
+def _interaction_tags(path: Path, data: pd.DataFrame) -> MultiLabel:
+    """MultiLabel [N, V]: row r holds the tags that the user of interaction r (a row of `data`) put on its item."""
+    tags = read_table(path, ["user", "item", "tag", "timestamp"], header=True, numeric=("user", "item"))
+    tags["tag"] = tags["tag"].str.strip().str.lower()
+    tags = tags[tags["tag"] != ""]
+    pairs = pd.DataFrame({"user": data["user"].astype(str), "item": data["item"].astype(str),
+                          "row": np.arange(len(data))})
+    placed = tags.assign(user=tags["user"].astype(str), item=tags["item"].astype(str)).merge(
+        pairs, on=["user", "item"], how="inner")  # tag applications on an interaction of `data`
+    dropped = len(tags) - len(placed)
+    if dropped:
+        log.info("%s: %d of %d tag applications are on (user, movie) pairs that are not positive interactions; "
+                 "they belong to no split part and are dropped", path, dropped, len(tags))
+    vocab = sorted(placed["tag"].unique())
+    cols = pd.Categorical(placed["tag"], categories=vocab).codes.astype(np.int64)
+    mat = sp.csr_matrix((np.ones(len(placed), np.float32), (placed["row"].to_numpy(), cols)),
+                        shape=(len(data), len(vocab)))
+    mat.sum_duplicates()
+    mat.data[:] = 1.0  # one tag put on the same movie twice by one user is one label
+    return MultiLabel(mat, vocab)

@@ -8,7 +8,7 @@ import numpy as np
 
 from coldstart.data.dataset import Dataset, from_frame
 from coldstart.data.modalities import Dense, Modality, MultiLabel
-from coldstart.data.readers import check_duplicates, read_table, require_file, threshold
+from coldstart.data.readers import check_duplicates, check_ids, read_header, read_table, require_file, threshold
 from coldstart.errors import DataError
 
 _TYPES = ("token", "token_seq", "float", "float_seq")
@@ -17,7 +17,7 @@ _TYPES = ("token", "token_seq", "float", "float_seq")
 def _read_atomic(path: Path) -> tuple[list[str], list[str], "object"]:
     """Return (field names, field types, frame with columns named by field)."""
     require_file(path)
-    header = path.open(encoding="utf-8").readline().rstrip("\n").split("\t")
+    header = read_header(path, sep="\t")
     names, types = [], []
     for col in header:
         name, _, kind = col.partition(":")
@@ -73,6 +73,7 @@ def load(root: Path, min_rating: float | None = None, on_duplicate: str = "drop"
         if f not in names:
             raise DataError(f"missing id field {f}", path=inter, line=1, field=f)
     frame = frame.rename(columns={user_field: "user", item_field: "item"})
+    check_ids(frame, ("user", "item"), inter, first_line=2)
     keep = [c for c in ("user", "item", "rating", "timestamp") if c in frame]
     frame = threshold(check_duplicates(frame[keep], inter, header=True, on_duplicate=on_duplicate), min_rating)
     stem = inter.with_suffix("")

@@ -10,50 +10,70 @@ Layout::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from coldstart.data.dataset import Dataset, from_frame
-from coldstart.data.loaders.features_io import FEATURE_SUFFIXES, read_feature_file
-from coldstart.data.readers import check_duplicates, read_table, require_file, threshold
+from coldstart.data.loaders.features_io import (FEATURE_SUFFIXES, parquet_ids, read_feature_file, read_parquet,
+                                                row_location)
+from coldstart.data.readers import check_duplicates, check_ids, read_header, read_table, require_file, threshold
 from coldstart.errors import DataError
+
+log = logging.getLogger("coldstart")
+COLUMNS = ("user", "item", "timestamp", "rating")
 
 
 def read_interactions(path: Path) -> pd.DataFrame:
-    """Read an interactions CSV / Parquet with columns user, item and optional timestamp, rating."""
+    """Read an interactions CSV / Parquet with columns user, item and optional timestamp, rating.
+
+    Ids stay strings exactly as written ("NA" is an id); a blank or missing id is an error naming the line
+    (CSV) or row (Parquet). A UTF-8 byte-order mark is accepted.
+    """
     require_file(path)
-    if path.suffix.lower() == ".parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except ImportError as exc:
-            raise DataError("reading .parquet needs pyarrow: pip install 'coldstart[parquet]'", path=path) from exc
-        header = list(frame.columns)
+    parquet = path.suffix.lower() == ".parquet"
+    if parquet:
+        frame = read_parquet(path)
+        header = [str(c) for c in frame.columns]
     else:
-        header = path.open(encoding="utf-8").readline().strip().split(",")
+        header = read_header(path)
     for col in ("user", "item"):
         if col not in header:
-            raise DataError(f"header must name columns user and item (got {','.join(map(str, header))})",
-                            path=path, line=1, field=col)
-    extra = [c for c in header if c not in ("user", "item", "timestamp", "rating")]
+            raise DataError(f"header must name columns user and item (got {','.join(header)})",
+                            path=path, line=None if parquet else 1, field=col)
+    extra = [c for c in header if c not in COLUMNS]
     if extra:
-        raise DataError(f"unknown column {extra[0]!r} (allowed: user, item, timestamp, rating)", path=path, line=1)
-    if path.suffix.lower() == ".parquet":
+        raise DataError(f"unknown column {extra[0]!r} (allowed: {', '.join(COLUMNS)})", path=path,
+                        line=None if parquet else 1)
+    if parquet:
+        check_ids(frame, ("user", "item"), path, first_line=None)
         for col in ("timestamp", "rating"):
             if col in frame and frame[col].isna().any():
-                raise DataError("missing value", path=path, field=col)
+                row = int(np.argmax(frame[col].isna().to_numpy()))
+                raise DataError(f"missing value in row {row}", path=path, field=col)
+        frame = frame.copy()
+        frame["user"], frame["item"] = parquet_ids(frame["user"]), parquet_ids(frame["item"])
         return frame
     numeric = tuple(c for c in header if c in ("timestamp", "rating"))
-    return read_table(path, header, header=True, numeric=numeric)
+    frame = read_table(path, header, header=True, numeric=numeric)
+    check_ids(frame, ("user", "item"), path, first_line=2)
+    return frame
 
 
-def load(root: Path, min_rating: float | None = None, on_duplicate: str = "error") -> Dataset:
+def load(root: Path, min_rating: float | None = None, on_duplicate: str = "error",
+         missing_features: str = "error") -> Dataset:
     """Load a bring-your-own-data folder (see the module docstring).
 
     Args:
         root: the folder.
-        min_rating: if given and a rating column exists, keep interactions with rating >= min_rating.
+        min_rating: keep interactions with rating >= min_rating. The default None keeps every row: a rating
+            column in your own data may use any scale, so no threshold is guessed (the MovieLens and Amazon
+            loaders default to 4 because their 1-5 scale is known).
         on_duplicate: "error" (default) names the first repeated (user, item) line; "drop" keeps the first.
+        missing_features: an empty or NaN cell in a numeric feature table: "error" (default) names the file,
+            line and column; "mean" fills it with the column mean and logs a warning.
 
     Raises:
         DataError: for missing or malformed files, feature rows for ids without interactions, NaN features.
@@ -63,17 +83,22 @@ def load(root: Path, min_rating: float | None = None, on_duplicate: str = "error
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
         raise DataError("missing required file interactions.csv (or interactions.parquet)", path=root)
-    frame = threshold(check_duplicates(read_interactions(path), path, header=True, on_duplicate=on_duplicate), min_rating)
+    frame = check_duplicates(read_interactions(path), path, header=True, on_duplicate=on_duplicate)
+    if "rating" in frame and min_rating is None:
+        log.info("%s: every row is a positive interaction (set data.min_rating to threshold the ratings)", path)
+    frame = threshold(frame, min_rating)
     feats: dict[str, dict] = {"items": {}, "users": {}}
     for kind, column in (("items", "item"), ("users", "user")):
-        known = set(frame[column].astype(str))
+        known = pd.Index(frame[column].astype(str).unique())
         for file in sorted((root / kind).glob("*")):
             if file.suffix.lower() not in FEATURE_SUFFIXES:
                 continue
-            ids, modality = read_feature_file(file)
-            unknown = [i for i in ids if i not in known]
-            if unknown:
-                raise DataError(f"feature row for unknown {column} id {unknown[0]} ({len(unknown)} unknown in all)",
-                                path=file, line=ids.index(unknown[0]) + 2 if file.suffix == ".csv" else None)
+            ids, modality = read_feature_file(file, missing=missing_features)
+            unknown = ~pd.Index(ids).isin(known)
+            if unknown.any():
+                row = int(np.argmax(unknown))
+                where, line, words = row_location(file, row)
+                raise DataError(f"feature row{words} for unknown {column} id {ids[row]} ({int(unknown.sum())} "
+                                "unknown in all)", path=where, line=line)
             feats[kind][file.stem] = (ids, modality)
     return from_frame(root.name, frame, item_features=feats["items"], user_features=feats["users"], source=str(root))
