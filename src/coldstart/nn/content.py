@@ -4,10 +4,17 @@ Numeric modalities (Dense, Sparse, MultiLabel) are each L2-normalised per row, t
 ones into a dense block, sparse ones (tags, actors, bags of words) into a CSR block. The first layer reads
 the CSR block with an EmbeddingBag (a sparse matrix product), so thousands of one-hot columns cost only
 their non-zeros. Text and Image modalities need a feature extractor first and are skipped here.
+
+A one-column Dense modality (a number such as the release year) is z-scored instead: normalised per row it
+would be its sign, the same for every item. Its mean and std are taken over all rows of the content given
+the first time (the whole catalogue, cold items included: content is not interaction data, so this leaks
+nothing), kept in the ContentSpec, and reused for new items. A constant one is dropped with a log line, or
+is an error when asked for by name.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -19,6 +26,8 @@ from torch import Tensor, nn
 
 from coldstart.data.modalities import Dense, MultiLabel, Sparse
 from coldstart.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: First word of a modality name -> the official CLCRec switch that controls it (has_v / has_a / has_t).
 KIND_WORDS = {
@@ -36,12 +45,20 @@ def modality_kind(name: str) -> str | None:
 
 @dataclass
 class ContentSpec:
-    """Which modalities feed a model, in order, and how to rebuild their input for new items (JSON-able)."""
+    """Which modalities feed a model, in order, and how to rebuild their input for new items (JSON-able).
+
+    Attributes:
+        names, dims, dense: each modality's name, width and block (dense or sparse).
+        vocabularies: label names of MultiLabel modalities, to remap new items' labels.
+        standardise: name -> [mean, std] of each one-column Dense modality, filled by the first
+            `build_content` call (the training content) and reused for new items.
+    """
 
     names: list[str] = field(default_factory=list)
     dims: list[int] = field(default_factory=list)
     dense: list[bool] = field(default_factory=list)
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    standardise: dict[str, list[float]] = field(default_factory=dict)
 
     def views(self) -> list[tuple[int, int, bool]]:
         """(start, stop, dense) column range of each modality inside the dense or the sparse block."""
@@ -68,6 +85,10 @@ def select_modalities(features: dict, use: tuple[str, ...] | list[str] | None = 
         features: name -> modality (a Dataset's item_features).
         use: names to use (default: every numeric modality).
         switches: {"v": has_v, "a": has_a, "t": has_t}; a False drops modalities of that kind.
+
+    Raises:
+        DataError: an unknown or non-numeric name in `use`, or a constant one-column modality named in `use`
+            (by default such a modality is dropped with a log line: it carries no information).
     """
     switches = switches or {}
     if use is not None:
@@ -85,12 +106,45 @@ def select_modalities(features: dict, use: tuple[str, ...] | list[str] | None = 
             continue
         if not switches.get(modality_kind(name) or "", True):
             continue
+        if isinstance(mod, Dense) and mod.dim == 1 and _column_stats(mod.values[:, 0], mod.mask)[1] == 0:
+            why = f"one-column modality {name!r} has the same value in every row: it carries no information"
+            if use is not None:
+                raise DataError(f"{why}; leave it out of modalities", field="modalities")
+            log.warning("%s; left out of the content", why)
+            continue
         spec.names.append(name)
         spec.dims.append(mod.dim)
         spec.dense.append(isinstance(mod, Dense))
         if isinstance(mod, MultiLabel):
             spec.vocabularies[name] = list(mod.vocabulary)
     return spec
+
+
+def _column_stats(values: np.ndarray, present: np.ndarray | None) -> tuple[float, float]:
+    """(mean, population std) of a column over its present rows; (0, 0) when no row is present."""
+    values = np.asarray(values, np.float64)
+    if present is not None:
+        values = values[np.asarray(present, bool)]
+    if not len(values):
+        return 0.0, 0.0
+    mean = float(values.mean())
+    # exactly 0 for a constant column (a sum of squared zeros), which a one-pass var() does not promise
+    return mean, float(np.sqrt(np.mean((values - mean) ** 2)))
+
+
+def _standardise_column(name: str, values: np.ndarray, present: np.ndarray | None, spec: ContentSpec) -> np.ndarray:
+    """z-scores [N, 1] of a one-column modality with the spec's stats (fitted here on first use); missing rows 0."""
+    if name not in spec.standardise:
+        mean, std = _column_stats(values[:, 0], present)
+        if std == 0:
+            raise DataError("one-column modality has the same value in every row: it carries no information",
+                            field=name)
+        spec.standardise[name] = [mean, std]
+    mean, std = spec.standardise[name]
+    scaled = (np.asarray(values, np.float64) - mean) / std  # [N, 1]
+    if present is not None:
+        scaled[~np.asarray(present, bool)] = 0.0  # a missing value is the mean, as the meta preset does
+    return scaled.astype(np.float32)
 
 
 def _row_normalize_dense(values: np.ndarray) -> np.ndarray:
@@ -139,8 +193,11 @@ def _as_matrix(name: str, value, spec: ContentSpec, pos: int, n_rows: int | None
 def build_content(spec: ContentSpec, features: dict, n_rows: int | None = None) -> tuple[np.ndarray, sp.csr_matrix]:
     """(dense [N, Dd] float32, sparse CSR [N, Ds] float32): the normalised, concatenated input.
 
+    Each modality is L2-normalised per row, except one-column Dense ones, which are z-scored with
+    `spec.standardise` (fitted on these rows and stored there when the spec has none yet).
+
     Args:
-        spec: from `select_modalities`.
+        spec: from `select_modalities`; its `standardise` is filled in place on the first call.
         features: name -> Modality, array, CSR or tensor; a modality absent here is treated as missing (zeros).
         n_rows: expected number of rows (inferred from the first modality given when None).
     """
@@ -157,7 +214,13 @@ def build_content(spec: ContentSpec, features: dict, n_rows: int | None = None) 
         mat = mats.get(name)
         if spec.dense[pos]:
             mat = np.zeros((n_rows, spec.dims[pos]), np.float32) if mat is None else mat
-            dense_parts.append(_row_normalize_dense(mat.toarray() if sp.issparse(mat) else mat))
+            mat = mat.toarray() if sp.issparse(mat) else mat
+            if spec.dims[pos] == 1:
+                raw = features.get(name)  # its Dense mask says which rows have a value
+                present = np.zeros(n_rows, bool) if raw is None else raw.mask if isinstance(raw, Dense) else None
+                dense_parts.append(_standardise_column(name, mat, present, spec))
+            else:
+                dense_parts.append(_row_normalize_dense(mat))
         else:
             mat = sp.csr_matrix((n_rows, spec.dims[pos]), dtype=np.float32) if mat is None else mat
             sparse_parts.append(_row_normalize_sparse(sp.csr_matrix(mat)))
