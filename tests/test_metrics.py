@@ -10,8 +10,24 @@ import pytest
 import torch
 
 from coldstart.data.splits import make_split
-from coldstart.eval.evaluate import evaluate_sampled, evaluate_scores, tie_order, topk_deterministic
+from coldstart.eval.evaluate import evaluate_sampled, evaluate_scores, tie_rank, topk_deterministic
 from coldstart.eval.metrics import compute_all
+
+
+M31 = 0x7FFFFFFF
+
+
+def naive_mix31(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & M31
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & M31
+    return x ^ (x >> 16)
+
+
+def naive_tie_rank(user: int, item: int) -> int:
+    """The documented keyed hash in plain Python integers (no overflow possible)."""
+    return naive_mix31((naive_mix31((user + 0x5BD1E995) & M31) + ((item * 0x9E3779B9) & M31)) & M31)
 
 
 def naive_user_metrics(ranked: list[int], relevant: set[int], k: int) -> dict[str, float]:
@@ -37,8 +53,7 @@ def naive_user_metrics(ranked: list[int], relevant: set[int], k: int) -> dict[st
 
 
 def naive_evaluate(scores: np.ndarray, split, phase: str, scenario: str, ks) -> dict[str, float]:
-    """Loop over users and items in plain Python; sort by (-score, tie rank)."""
-    tie = tie_order(split.n_items).tolist()
+    """Loop over users and items in plain Python; sort by (-score, the user's tie rank)."""
     train_items = set(split.train.items.tolist())
     seen: dict[int, set] = {}
     phases = ["train"] if phase == "valid" else ["train", "valid"]
@@ -62,7 +77,7 @@ def naive_evaluate(scores: np.ndarray, split, phase: str, scenario: str, ks) -> 
             if split.cold_kind == "item" and scenario == "cold" and i in train_items:
                 continue
             cands.append(i)
-        ranked = sorted(cands, key=lambda i: (-float(scores[u, i]), tie[i]))
+        ranked = sorted(cands, key=lambda i: (-float(scores[u, i]), naive_tie_rank(u, i)))
         for k in ks:
             for key, v in naive_user_metrics(ranked, relevant[u], k).items():
                 totals.setdefault(key, []).append(v)
@@ -99,10 +114,23 @@ def test_fewer_candidates_than_k_never_counts_excluded_items():
     assert top[0, :2].tolist() == [0, 3]
 
 
-def test_ties_follow_the_fixed_tie_order():
-    scores = torch.zeros(1, 50)
-    top, _ = topk_deterministic(scores, 50)
-    assert top[0].tolist() == torch.argsort(tie_order(50)).tolist()
+def test_tie_rank_matches_the_plain_python_hash():
+    users = torch.tensor([0, 1, 2, 941, 2**31 - 1])[:, None]
+    items = torch.tensor([0, 1, 7, 1681, 99_999, 2**31 - 1])[None, :]
+    expected = [[naive_tie_rank(u, i) for i in items[0].tolist()] for u in users[:, 0].tolist()]
+    assert tie_rank(users, items).tolist() == expected  # int64 ops never overflow
+    assert len(torch.unique(tie_rank(torch.tensor([[5]]), torch.arange(200_000)[None, :]))) == 200_000
+
+
+def test_ties_follow_each_users_tie_rank():
+    scores = torch.zeros(3, 50)
+    users = torch.tensor([0, 7, 7])
+    top, _ = topk_deterministic(scores, 50, users=users)
+    for row, user in enumerate(users.tolist()):
+        assert top[row].tolist() == sorted(range(50), key=lambda i: naive_tie_rank(user, i))
+    assert top[0].tolist() != top[1].tolist() and top[1].tolist() == top[2].tolist()
+    shared, _ = topk_deterministic(scores, 50)  # no users: user 0's order on every row
+    assert shared.tolist() == [top[0].tolist()] * 3
 
 
 def test_negative_zero_ties_with_zero():

@@ -2,7 +2,11 @@
 
 For each user batch: score all items, set items the user saw in train (and valid, when testing) and items
 outside the scenario's candidates to -inf, take the top-K once for the largest K, and compute every metric
-from that one hit matrix. Ranking is deterministic: equal scores are ordered by lower item index.
+from that one hit matrix. Ranking is deterministic and ties carry no information: equal scores are ordered by
+a keyed hash of (user, item) (`tie_rank`), so a model that gives many items one score ranks them in an
+independent pseudo-random order for every user, never by item index (which follows the id order, roughly
+popularity on MovieLens) and never by one order shared by all users (which would hand every user the same
+random list and let luck look like skill).
 """
 
 from __future__ import annotations
@@ -42,18 +46,46 @@ class EvalResult:
     sampled: bool = False
 
 
-_TIE_ORDERS: dict[int, Tensor] = {}
+_MASK31 = 0x7FFFFFFF  # tie ranks live in [0, 2**31): a product with a 32-bit constant stays below 2**63
+_GOLDEN = 0x9E3779B9  # odd, so item -> item * _GOLDEN mod 2**31 is a bijection
+_USER_SALT = 0x5BD1E995  # keeps user 0 away from _mix31's fixed point 0
 
 
-def tie_order(n_items: int) -> Tensor:
-    """int64 [I]: the tie-break rank of each item (lower ranks first), a fixed permutation seeded with 0."""
-    if n_items not in _TIE_ORDERS:
-        _TIE_ORDERS[n_items] = torch.randperm(n_items, generator=torch.Generator().manual_seed(0))
-    return _TIE_ORDERS[n_items]
+def _mix31(x: Tensor) -> Tensor:
+    """MurmurHash3's finaliser (shifts and odd multipliers) on 31 bits, in place on int64 x in [0, 2**31).
+
+    Every step (x ^= x >> s; x = x * odd mod 2**31) is a bijection of [0, 2**31), so the mix is one too.
+    One scratch tensor serves the three shifts: on [B, I] the cost is memory traffic, not arithmetic.
+    """
+    shifted = torch.empty_like(x)
+    x.bitwise_xor_(torch.bitwise_right_shift(x, 16, out=shifted))
+    x.mul_(0x85EBCA6B).bitwise_and_(_MASK31)
+    x.bitwise_xor_(torch.bitwise_right_shift(x, 13, out=shifted))
+    x.mul_(0xC2B2AE35).bitwise_and_(_MASK31)
+    return x.bitwise_xor_(torch.bitwise_right_shift(x, 16, out=shifted))
 
 
-def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k item indices per row, highest score first, ties by `tie_order`.
+def tie_rank(users: Tensor, items: Tensor) -> Tensor:
+    """Tie-break rank of (user, item) pairs (lower ranks first among equal scores), a keyed hash.
+
+    rank = mix31(mix31(user + salt) + item * golden mod 2**31). For one user the map item -> rank is a
+    bijection of [0, 2**31), so distinct items never tie, and users get independent-looking orders. Exact int64
+    arithmetic that stays below 2**63 (no overflow, no floats), so the ranks do not depend on the device.
+
+    Args:
+        users: int64 user indices, broadcastable against `items` (e.g. [B, 1]).
+        items: int64 item indices (e.g. [1, I] or [B, N]).
+
+    Returns:
+        int64 ranks in [0, 2**31) of the broadcast shape.
+    """
+    user_key = _mix31((users.to(torch.int64) + _USER_SALT) & _MASK31)
+    item_key = (items.to(torch.int64) & _MASK31).mul_(_GOLDEN).bitwise_and_(_MASK31)
+    return _mix31((user_key + item_key).bitwise_and_(_MASK31))
+
+
+def topk_deterministic(scores: Tensor, k: int, users: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Top-k item indices per row, highest score first, ties by `tie_rank` of (row's user, item).
 
     Float32 scores map to order-preserving int32 keys; the key (high 32 bits) and the reversed tie rank
     (low 32 bits) form one int64, so a single topk gives an exact, deterministic ranking.
@@ -61,17 +93,25 @@ def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     Args:
         scores: float [B, I]; -inf marks excluded items; NaN is not allowed.
         k: list length (clipped to I).
+        users: int64 [B], the user index of each row, which keys the tie-break. None uses user 0 for every
+            row: one tie order shared by all rows, only right when the rows are not different users.
 
     Returns:
         (items int64 [B, k], valid bool [B, k]): valid is False where the slot holds an excluded (-inf) item.
     """
-    k = min(k, scores.shape[1])
+    n_rows, n = scores.shape
+    if users is None:
+        users = torch.zeros(n_rows, dtype=torch.int64)
+    elif users.shape != (n_rows,):
+        raise DataError(f"users has shape {tuple(users.shape)}, expected ({n_rows},): one user per row of scores",
+                        field="users")
+    k = min(k, n)
     s = scores.float() + 0.0  # + 0.0 turns -0.0 into +0.0 so both rank equal
     bits = s.view(torch.int32)
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # [B, I] int32, same order as the floats
-    n = scores.shape[1]
-    tie = tie_order(n).to(scores.device)
-    keys = (ordered.to(torch.int64) << 32) | (0xFFFFFFFF - tie)  # [B, I]
+    device = scores.device
+    tie = tie_rank(users.to(device)[:, None], torch.arange(n, device=device)[None, :])  # [B, I]
+    keys = (ordered.to(torch.int64) << 32) | (_MASK31 - tie)  # [B, I]: score first, then the lower tie rank
     top = torch.topk(keys, k, dim=1, sorted=True).indices  # [B, k]
     valid = torch.gather(s, 1, top) > float("-inf")
     return top, valid
@@ -147,7 +187,7 @@ def evaluate_scores(score_fn: ScoreFn, split: Split, phase: str = "test", scenar
                 raise DataError("scores contain NaN", field="scores")
             scores[:, ~candidates] = float("-inf")
             scores[_csr_rows_dense(seen, batch)] = float("-inf")
-            top, valid = topk_deterministic(scores, ks[-1])
+            top, valid = topk_deterministic(scores, ks[-1], users=torch.from_numpy(batch))
             relevant = _csr_rows_dense(rel, batch)  # [B, I]
             hits = torch.gather(relevant, 1, top) & valid  # [B, K]
             n_rel = torch.from_numpy(n_rel_all[batch]).double()
@@ -164,11 +204,48 @@ def evaluate_scores(score_fn: ScoreFn, split: Split, phase: str = "test", scenar
     return EvalResult(out_metrics, per_user_frame, out_users)
 
 
+def random_expectation(split: Split, phase: str = "test", scenario: str = "cold", ks=(10, 20)) -> dict[str, float]:
+    """Exact expected recall@k, precision@k and ndcg@k of a uniformly random ranking, averaged like `evaluate`.
+
+    Per user with N candidates (the scenario's items not seen before `phase`), m of them relevant, R relevant
+    items in all and n = min(k, N) slots: each slot holds a relevant item with probability m / N, so
+    E[recall@k] = m n / (N R), E[precision@k] = m n / (N k), E[ndcg@k] = (m / N) sum_{r<n} 1/log2(r+2) / IDCG.
+    This is the level a model that gives the candidates one constant score reaches in expectation.
+    """
+    seen = split.matrix("train") if phase == "valid" else split.matrix("train", "valid")
+    rel, candidates = scenario_parts(split, phase, scenario)
+    c = candidates.numpy().astype(np.float64)  # [I]
+    n_rel = np.diff(rel.indptr).astype(np.float64)  # [U]
+    users = n_rel > 0
+    rel.data[:] = 1.0
+    unseen_rel = rel - rel.multiply(seen)  # [U, I] relevant and not seen
+    n_cand = (c.sum() - seen @ c)[users]  # [U'] candidates per user
+    m = (unseen_rel @ c)[users]
+    r = n_rel[users]
+    cum_disc = np.cumsum(1.0 / np.log2(np.arange(2, max(ks) + 2)))  # [K]
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(n_cand > 0, m / n_cand, 0.0)  # probability that one slot holds a relevant item
+    for k in sorted(set(ks)):
+        n = np.minimum(k, n_cand).astype(np.int64)
+        out[f"recall@{k}"] = float(np.mean(share * n / r))
+        out[f"precision@{k}"] = float(np.mean(share * n / k))
+        dcg = np.where(n > 0, cum_disc[np.maximum(n, 1) - 1], 0.0)
+        out[f"ndcg@{k}"] = float(np.mean(share * dcg / cum_disc[np.minimum(r, k).astype(np.int64) - 1]))
+    return out
+
+
 def evaluate(model, split: Split, phase: str = "test", **kwargs) -> EvalResult:
-    """Full-ranking evaluation of a fitted model (anything with `score(users) -> [B, I]`); see evaluate_scores."""
+    """Full-ranking evaluation of a fitted model; see evaluate_scores.
+
+    Scores come from `model.rank_scores(users)` when the model has it (its scores plus the documented fallback
+    for users it cannot represent, e.g. popularity for cold users), else from `model.score(users)`; both map
+    user indices [B] to scores [B, I].
+    """
     if hasattr(model, "eval"):
         model.eval()
-    return evaluate_scores(lambda users: model.score(users), split, phase, **kwargs)
+    score = getattr(model, "rank_scores", None) or model.score
+    return evaluate_scores(lambda users: score(users), split, phase, **kwargs)
 
 
 def evaluate_sampled(score_fn: ScoreFn, split: Split, phase: str = "test", scenarios=SCENARIOS, ks=(10, 20),
@@ -177,7 +254,8 @@ def evaluate_sampled(score_fn: ScoreFn, split: Split, phase: str = "test", scena
     uniformly (with replacement) from the scenario's candidates the user never interacted with in any phase.
 
     Metrics are hit_rate@k, ndcg@k (1 / log2(rank + 2) when rank < k) and mrr, averaged over positives.
-    Ties are broken as in full ranking: a negative with an equal score ranks first when its tie rank is lower.
+    Ties are broken as in full ranking: a negative with an equal score ranks first when its `tie_rank` for
+    this user is lower.
     The result has sampled=True; reports must label these numbers as sampled.
     """
     rng = np.random.default_rng(seed)
@@ -202,8 +280,8 @@ def evaluate_sampled(score_fn: ScoreFn, split: Split, phase: str = "test", scena
             n = torch.from_numpy(negs[sl])
             s_pos = scores.gather(1, p[:, None])  # [B, 1]
             s_neg = scores.gather(1, n)  # [B, N]
-            tie = tie_order(split.n_items)
-            ahead = (s_neg > s_pos) | ((s_neg == s_pos) & (tie[n] < tie[p][:, None]))
+            u = torch.from_numpy(users[sl])[:, None]  # [B, 1]
+            ahead = (s_neg > s_pos) | ((s_neg == s_pos) & (tie_rank(u, n) < tie_rank(u, p[:, None])))  # [B, N]
             ranks[sl] = ahead.sum(1).numpy()
         columns = {"mrr": 1.0 / (ranks + 1.0)}
         for k in ks:

@@ -2,11 +2,17 @@
 
 Table 2: rows are models, columns scenario x metric, cells mean +- std over seeds (sample std, n - 1). Per
 column the best mean is bold and the strongest baseline (the best model other than the reference) underlined.
-Two more rows: the improvement of the reference over the strongest baseline in %, and the p-value of the per-user
-paired Wilcoxon test between them (significance.py); the CSV also has the per-seed paired t-test.
+Three more rows: the improvement of the reference over the strongest baseline in %, and the p-values of the
+per-user Wilcoxon test (users' metrics averaged over seeds first) and of the per-seed paired t-test
+(significance.py).
+
+Cold columns hold only results. Under item protocols a model without a cold-item representation
+(`cold_items == "none"`, mark †) ranks cold items at random: its cold cells read "n/a" (NaN in the CSV). Under
+`cold_user` a model with `cold_users == "none"` (mark ‡) ranks cold users by the popularity fallback: its cold
+cells are shown. Either way such a model is never best, strongest or compared in the cold column.
 
 Table 3: CEN_MF (clcrec) and CEN_GCN (clcrec_gcn) against MF-BPR (mf_bpr) and LightGCN (lightgcn), with the
-per-user p-value of each contrastive encoder against its BPR twin.
+per-user and per-seed p-values of each contrastive encoder against its BPR twin.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Results:
         seconds: label -> mean training seconds.
         labels: labels in study order.
         models: label -> registered model name.
+        cold_kind: "item" or "user": what the runs' cold scenario is about (metrics.json scenarios_over).
     """
 
     summary: pd.DataFrame
@@ -47,11 +54,12 @@ class Results:
     seconds: dict[str, float]
     labels: list[str]
     models: dict[str, str]
+    cold_kind: str = "item"
 
 
 def load_results(jobs: list[Job], phase: str = "test") -> Results:
     """Read metrics.json and per_user.csv of every job (tags model=label, seed)."""
-    rows, users, seconds, labels, models = [], [], {}, [], {}
+    rows, users, seconds, labels, models, kinds = [], [], {}, [], {}, set()
     for job in jobs:
         label, seed = job.tags["model"], job.tags["seed"]
         metrics_file = job.folder / "metrics.json"
@@ -64,13 +72,37 @@ def load_results(jobs: list[Job], phase: str = "test") -> Results:
             labels.append(label)
             models[label] = job.config.model
         seconds.setdefault(label, []).append(doc.get("train_seconds", math.nan))
+        kinds.add("user" if doc.get("scenarios_over") == "users" else "item")
         for scenario, block in doc[phase].items():
             rows += [{"label": label, "seed": seed, "scenario": scenario, "metric": m, "value": v}
                      for m, v in block.items()]
         frame = pd.read_csv(job.folder / "per_user.csv")
         users.append(frame[frame["phase"] == phase].assign(label=label, seed=seed))
+    if len(kinds) > 1:
+        raise DataError("the study mixes item-cold and user-cold runs; report them separately", path=jobs[0].folder)
     return Results(pd.DataFrame(rows), pd.concat(users, ignore_index=True),
-                   {k: float(np.mean(v)) for k, v in seconds.items()}, labels, models)
+                   {k: float(np.mean(v)) for k, v in seconds.items()}, labels, models, kinds.pop() if kinds else "item")
+
+
+def mark(results: Results, label: str) -> str:
+    """"†" (no cold-item representation, item protocols), "‡" (cold users by popularity fallback) or ""."""
+    cls = MODELS[results.models[label]]
+    if results.cold_kind == "item" and getattr(cls, "cold_items", "content") == "none":
+        return "†"
+    if results.cold_kind == "user" and getattr(cls, "cold_users", None) == "none":
+        return "‡"
+    return ""
+
+
+def is_result(results: Results, label: str, scenario: str) -> bool:
+    """False for a cold cell that is no result of the model itself (a random ranking or a fallback rule):
+    such a model is excluded from best, strongest and comparisons in that column."""
+    return scenario != "cold" or not mark(results, label)
+
+
+def is_hidden(results: Results, label: str, scenario: str) -> bool:
+    """True for cold cells of a model without a cold-item representation: a random ranking, shown as n/a."""
+    return scenario == "cold" and mark(results, label) == "†"
 
 
 def report_metrics(ks: list[int]) -> list[str]:
@@ -81,8 +113,10 @@ def report_metrics(ks: list[int]) -> list[str]:
 def table2(results: Results, reference: str, metrics: list[str]) -> pd.DataFrame:
     """Long-form Table 2: one row per (label, scenario, metric) with mean, std, n, and flags; plus the comparison.
 
-    Columns: label, scenario, metric, mean, std, seeds, best, strongest_baseline, and for the reference rows
-    improvement_pct, p_user_wilcoxon, p_seed_ttest (against the strongest baseline of that column).
+    Columns: label, scenario, metric, mean, std, seeds, best, strongest_baseline, mark (see `mark`), and for the
+    reference rows improvement_pct, p_user_wilcoxon, p_seed_ttest, paired_users, paired_seeds (against the
+    strongest baseline of that column). Cold cells of † models have NaN mean and std; † and ‡ models are never
+    best or strongest in the cold column.
     """
     if reference not in results.labels:
         raise DataError(f"reference model {reference!r} is not in the study", field="--reference")
@@ -96,15 +130,18 @@ def table2(results: Results, reference: str, metrics: list[str]) -> pd.DataFrame
             cell = stats[(stats["scenario"] == scenario) & (stats["metric"] == metric)].set_index("label")
             if cell.empty:
                 continue
-            best = cell["mean"].idxmax()
-            others = cell.drop(index=reference, errors="ignore")
+            ranked = cell[[is_result(results, label, scenario) for label in cell.index]]
+            best = ranked["mean"].idxmax() if len(ranked) else None
+            others = ranked.drop(index=reference, errors="ignore")
             strongest = others["mean"].idxmax() if len(others) else None
             for label in results.labels:
                 if label not in cell.index:
                     continue
                 row = {"label": label, "scenario": scenario, "metric": metric, **cell.loc[label].to_dict(),
-                       "best": label == best, "strongest_baseline": label == strongest}
-                if label == reference and strongest is not None:
+                       "best": label == best, "strongest_baseline": label == strongest, "mark": mark(results, label)}
+                if is_hidden(results, label, scenario):
+                    row["mean"] = row["std"] = math.nan
+                if label == reference and label in ranked.index and strongest is not None:
                     row.update(compare_pair(results, reference, strongest, scenario, metric))
                     row["versus"] = strongest
                 out.append(row)
@@ -112,7 +149,7 @@ def table2(results: Results, reference: str, metrics: list[str]) -> pd.DataFrame
 
 
 def compare_pair(results: Results, a: str, b: str, scenario: str, metric: str) -> dict[str, float]:
-    """Improvement of a over b in % (of the means over seeds) and both paired p-values."""
+    """Improvement of a over b in % (of the means over seeds) and both paired p-values (significance.py)."""
     summary = results.summary
     by_seed = (summary[(summary["scenario"] == scenario) & (summary["metric"] == metric)]
                .pivot_table(index="seed", columns="label", values="value"))
@@ -122,10 +159,13 @@ def compare_pair(results: Results, a: str, b: str, scenario: str, metric: str) -
     users = results.per_user[results.per_user["scenario"] == scenario]
     x, y = paired_users(users[users["label"] == a], users[users["label"] == b], metric)
     return {"improvement_pct": improvement, "p_user_wilcoxon": wilcoxon_p(x, y),
-            "p_seed_ttest": paired_t_p(both[a].to_numpy(), both[b].to_numpy()), "paired_users": len(x)}
+            "p_seed_ttest": paired_t_p(both[a].to_numpy(), both[b].to_numpy()), "paired_users": len(x),
+            "paired_seeds": len(both)}
 
 
 def _cell(mean: float, std: float, digits: int = 4) -> str:
+    if math.isnan(mean):
+        return "n/a"
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -141,7 +181,8 @@ def _pct(x: float) -> str:
 
 def _latex(text: str) -> str:
     """Escape a plain cell for LaTeX."""
-    for plain, tex in (("_", "\\_"), ("%", "\\%"), ("±", "$\\pm$"), ("<1e-4", "$<$1e-4"), ("†", "$^\\dagger$")):
+    for plain, tex in (("_", "\\_"), ("%", "\\%"), ("±", "$\\pm$"), ("<1e-4", "$<$1e-4"), ("†", "$^\\dagger$"),
+                       ("‡", "$^\\ddagger$")):
         text = text.replace(plain, tex)
     return text
 
@@ -175,7 +216,7 @@ def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: boo
     plain = _latex if latex else (lambda text: text)
     body = []
     for label in results.labels:
-        cells = [plain(label + (" †" if MODELS[results.models[label]].cold_items == "none" else ""))]
+        cells = [plain(label + (f" {mark(results, label)}" if mark(results, label) else ""))]
         for column in columns:
             if (label, *column) not in indexed.index:
                 cells.append("")
@@ -184,7 +225,8 @@ def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: boo
             cells.append(_styled(_cell(r["mean"], r["std"]), r["best"], r["strongest_baseline"], latex))
         body.append([*cells, f"{results.seconds[label]:.1f}"])
     ref = long[long["label"] == reference].set_index(["scenario", "metric"])
-    for name, key, fmt in (("% improv.", "improvement_pct", _pct), ("p (per user)", "p_user_wilcoxon", _p)):
+    for name, key, fmt in (("% improv.", "improvement_pct", _pct), ("p (per user)", "p_user_wilcoxon", _p),
+                           ("p (per seed)", "p_seed_ttest", _p)):
         if key in ref:
             body.append([plain(f"{name} {reference} vs strongest"),
                          *(plain(fmt(ref.loc[c, key])) if c in ref.index else "" for c in columns), ""])
@@ -192,8 +234,10 @@ def table2_text(long: pd.DataFrame, results: Results, reference: str, latex: boo
 
 
 def table3(results: Results, metrics: list[str]) -> pd.DataFrame | None:
-    """Rows scenario x metric; columns MF-BPR, LightGCN, CEN_MF, CEN_GCN (those present) and per-user p-values.
+    """Rows scenario x metric; columns MF-BPR, LightGCN, CEN_MF, CEN_GCN (those present), then per pair the
+    per-user ("p user A vs B") and per-seed ("p seed A vs B") p-values.
 
+    Cold cells of † models are NaN (n/a), and a pair with a † or ‡ model gets no p-value in the cold rows.
     None when the study holds neither pair of Table 3.
     """
     present = [label for label in TABLE3 if label in results.labels]
@@ -209,9 +253,13 @@ def table3(results: Results, metrics: list[str]) -> pd.DataFrame | None:
                 continue
             row = {"scenario": scenario, "metric": metric}
             for label in present:
-                row[TABLE3[label]] = part[part["label"] == label]["value"].mean()
+                hidden = is_hidden(results, label, scenario)
+                row[TABLE3[label]] = math.nan if hidden else part[part["label"] == label]["value"].mean()
             for a, b in pairs:
-                row[f"p {TABLE3[a]} vs {TABLE3[b]}"] = compare_pair(results, a, b, scenario, metric)["p_user_wilcoxon"]
+                both = is_result(results, a, scenario) and is_result(results, b, scenario)
+                pair = compare_pair(results, a, b, scenario, metric) if both else {}
+                row[f"p user {TABLE3[a]} vs {TABLE3[b]}"] = pair.get("p_user_wilcoxon", math.nan)
+                row[f"p seed {TABLE3[a]} vs {TABLE3[b]}"] = pair.get("p_seed_ttest", math.nan)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -220,7 +268,7 @@ def table3_text(frame: pd.DataFrame, latex: bool = False) -> str:
     header = list(frame.columns)
     plain = _latex if latex else (lambda text: text)
     body = [[str(r["scenario"]), plain(str(r["metric"])),
-             *(plain(_p(r[c])) if c.startswith("p ") else f"{r[c]:.4f}" for c in header[2:])]
+             *(plain(_p(r[c])) if c.startswith("p ") else _cell(r[c], math.nan) for c in header[2:])]
             for _, r in frame.iterrows()]
     return _render(header, body, latex, text_columns=2)
 
@@ -240,22 +288,48 @@ def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str |
     long = table2(results, reference, metrics)
     written = {}
     seeds = sorted(set(results.summary["seed"]))
-    over = (f"Seed {seeds[0]} (one seed: no std)" if len(seeds) == 1 else
-            "Mean ± sample std over seeds " + ", ".join(map(str, seeds)))
-    note = (over + f" (test split). Bold: best; underlined: strongest model other than {reference}. "
-            "p: two-sided Wilcoxon signed-rank test over (seed, user) pairs, "
-            f"{reference} against the strongest other model of that column. "
-            "†: no representation for cold items (their cold column is the evaluator's fixed random tie order).\n\n")
+    note = report_note(results, reference)
     for suffix, text in (("md", note + table2_text(long, results, reference)),
                          ("tex", table2_text(long, results, reference, latex=True)),
                          ("csv", long.to_csv(index=False))):
         written[f"table2.{suffix}"] = _write(output / f"table2.{suffix}", text)
     frame = table3(results, metrics)
     if frame is not None:
-        for suffix, text in (("md", table3_text(frame)), ("tex", table3_text(frame, latex=True)),
-                             ("csv", frame.to_csv(index=False))):
+        for suffix, text in (("md", report_note(results, None) + table3_text(frame)),
+                             ("tex", table3_text(frame, latex=True)), ("csv", frame.to_csv(index=False))):
             written[f"table3.{suffix}"] = _write(output / f"table3.{suffix}", text)
     return written
+
+
+def report_note(results: Results, reference: str | None) -> str:
+    """The paragraph above a markdown table: what the cells, marks and p-values mean.
+
+    Args:
+        results: the study's runs.
+        reference: Table 2's reference model; None for Table 3 (pairs, no bold or underline).
+    """
+    seeds = sorted(set(results.summary["seed"]))
+    over = (f"Seed {seeds[0]} (one seed: no std)" if len(seeds) == 1 else
+            "Mean ± sample std over seeds " + ", ".join(map(str, seeds)))
+    parts = [over + " (test split)." + ("" if reference is None else
+             f" Bold: best; underlined: strongest model other than {reference}; both p-values compare "
+             f"{reference} with the strongest other model of the column, two-sided."),
+             "p (per user): Wilcoxon signed-rank test over users, each user's metric first averaged over the seeds "
+             "in which both models evaluated them: are the methods different for users of this population, "
+             "averaging over training seeds?"]
+    if len(seeds) == 1:
+        parts.append("p (per seed): not available with one seed (n/a); the per-user p then compares two trained "
+                     "instances rather than two methods.")
+    else:
+        parts.append(f"p (per seed): paired t-test over the {len(seeds)} seeds' means: does the difference hold "
+                     f"across training seeds? (low power with {len(seeds)} seeds)")
+    marks = {mark(results, label) for label in results.labels}
+    if "†" in marks:
+        parts.append("†: no representation for cold items: it ranks them at random, so its cold cells are n/a "
+                     "and it is never best or compared there.")
+    if "‡" in marks:
+        parts.append("‡: cold users scored by the popularity fallback; never best or compared in the cold column.")
+    return " ".join(parts) + "\n\n"
 
 
 def _write(path: Path, text: str) -> Path:
