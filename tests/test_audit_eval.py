@@ -274,3 +274,20 @@ def test_report_shows_both_p_values_per_user_aggregated(tmp_path):
     assert row["p_seed_ttest"] == pytest.approx(stats.ttest_rel([0.3, 0.33, 0.31], [0.2, 0.25, 0.22]).pvalue)
     md = write_reports(jobs, tmp_path, [10])["table2.md"].read_text()
     assert "p (per seed) clcrec vs strongest" in md and "paired t-test over the 3 seeds" in md
+
+
+def test_cut_offs_larger_than_the_catalogue_count_missing_slots_as_misses():
+    """--k above the number of items used to crash in the metrics (a slice shorter than k)."""
+    import numpy as np
+    import pandas as pd
+
+    from coldstart.data.dataset import from_frame
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(30), 3)
+    items = np.concatenate([rng.permutation(5)[:3] for _ in range(30)])
+    ds = from_frame("tiny", pd.DataFrame({"user": users.astype(str), "item": items.astype(str)}))
+    split = make_split(ds, "cold_user", seed=0)
+    res = evaluate_scores(lambda u: torch.zeros(len(u), split.n_items), split, "test", ks=(2, 50))
+    for scenario, values in res.metrics.items():
+        assert 0.0 <= values["recall@50"] <= 1.0 and values["precision@50"] <= split.n_items / 50

@@ -190,6 +190,8 @@ def evaluate_scores(score_fn: ScoreFn, split: Split, phase: str = "test", scenar
             top, valid = topk_deterministic(scores, ks[-1], users=torch.from_numpy(batch))
             relevant = _csr_rows_dense(rel, batch)  # [B, I]
             hits = torch.gather(relevant, 1, top) & valid  # [B, K]
+            if hits.shape[1] < ks[-1]:  # fewer items than the largest cut-off: the missing slots are misses
+                hits = torch.nn.functional.pad(hits, (0, ks[-1] - hits.shape[1]), value=False)
             n_rel = torch.from_numpy(n_rel_all[batch]).double()
             for key, values in compute_all(hits, n_rel, ks, names).items():
                 per_user[key].append(values)
