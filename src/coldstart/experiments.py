@@ -1,15 +1,20 @@
 """`run`: one dataset, model, protocol and seed -> a run directory.
 
+    RUN/.coldstart-run     the marker and lock file (rundir.py): written first, holds the pid of the process at work
     RUN/config.json        every resolved setting (dataset options, protocol parameters, hyperparameters, eval,
                            feature presets)
     RUN/features.json      one report per feature preset (sizes, items without content, timing, cache hit)
     RUN/split/             the split (train/valid/test.csv + meta.json)
     RUN/model/             the checkpoint (config.json + model.pt)
-    RUN/metrics.json       {"dataset", "model", "protocol", "seed", "best_epoch", "train_seconds", "valid": {...}, "test": {...}}
+    RUN/metrics.json       {"dataset", "model", "protocol", "seed", "split_seed", "best_epoch", "train_seconds",
+                           "cold_items", "cold_users", "valid": {...}, "test": {...}}
     RUN/per_user.csv       per-user metrics (phase, scenario, user, metric columns), for significance tests
     RUN/train.log          what happened, with timings (one line per epoch for trained models)
-    RUN/checkpoint/        checkpoint.pt after every epoch (trained models), so `resume` can continue;
-                           removed once metrics.json is written
+    RUN/checkpoint/        checkpoint.pt after every epoch and the one before it, checkpoint.prev.pt (trained
+                           models), so `resume` can continue; removed once metrics.json is written
+
+`seed` seeds the model (initialisation, negatives, batch order); `split_seed` the split (None: `seed`), so a
+study can keep one split and vary only the initialisation.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from coldstart.errors import DataError
 from coldstart.eval.evaluate import SCENARIOS, EvalResult, evaluate
 from coldstart.models import MODELS
 from coldstart.models.base import atomic_write
-from coldstart.train import CHECKPOINT, TrainOptions
+from coldstart.rundir import MARKER, RunLock, clear, read_json, replace_problem
+from coldstart.train import TrainOptions, checkpoint_seconds, has_checkpoint
 
 log = logging.getLogger("coldstart")
 
@@ -45,13 +51,20 @@ class RunConfig:
     dataset: str
     model: str
     protocol: str = "cold_item"
-    seed: int = 0
+    seed: int = 0  # the model's seed; also the split's unless split_seed is given
     data: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {"min_rating": 4}
     split: dict[str, Any] = field(default_factory=dict)  # protocol parameters, e.g. {"cold_fraction": 0.2}
     hyper: dict[str, Any] = field(default_factory=dict)  # model hyperparameters
     ks: list[int] = field(default_factory=lambda: [10, 20])
     features: list[str] = field(default_factory=list)  # feature presets replacing the raw content, e.g. ["textual"]
     phases: list[str] = field(default_factory=lambda: ["valid", "test"])  # tuning runs use ["valid"] only
+    split_seed: int | None = None  # seed of the split; None: `seed` (as before the two were separated)
+
+    def split_seed_used(self) -> int | None:
+        """The seed the split is drawn with (None for a published split, which has no seed)."""
+        if self.protocol == "published":
+            return None
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +90,10 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
         status: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """Load, split, fit, evaluate on valid and test, and write the run directory.
 
+    The folder must be absent, empty, or a run directory (rundir.py): a finished run or one with a checkpoint
+    is only replaced with `overwrite`, a run that failed before either is replaced without it, and any other
+    folder is refused. The folder is locked for the whole run.
+
     Args:
         cfg: the run configuration.
         output: the run directory.
@@ -86,28 +103,53 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
 
     Returns:
         The metrics.json content.
+
+    Raises:
+        DataError: bad settings, a folder that may not be replaced, or one another process is using.
     """
     say = status or (lambda msg: None)
     if cfg.model not in MODELS:
         raise DataError(f"unknown model {cfg.model!r} (use {', '.join(MODELS)})", field="model")
     model = MODELS[cfg.model](**cfg.hyper)  # validates hyperparameters before any work
     out = Path(output)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError("run directory exists and is not empty; pass --overwrite or choose another --output", path=out)
+    problem = replace_problem(out, overwrite)  # before the lock creates the marker in someone's folder
+    if problem is not None:
+        raise DataError(problem, path=out)
+    created = not out.exists()
+    with RunLock(out):
+        try:
+            problem = replace_problem(out, overwrite)  # another process may have finished a run here meanwhile
+            if problem is not None:
+                raise DataError(problem, path=out)
+            return _run_locked(cfg, model, out, status=say, progress=progress)
+        except BaseException:
+            # Remove only what this call created: a folder it made that holds nothing but the marker. Anything
+            # more (train.log, split/) stays for the post-mortem; the next run replaces it (rundir.py).
+            if created and [p.name for p in out.iterdir()] == [MARKER]:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _run_locked(cfg: RunConfig, model, out: Path, status: Callable[[str], None], progress: bool) -> dict:
+    """`run` once the folder is known replaceable and locked: the old contents go once the split is made."""
+    say = status
     seed_everything(cfg.seed)
     say(f"loading {cfg.dataset}")
     dataset = load_dataset(cfg.dataset, **cfg.data)
-    say(f"splitting ({cfg.protocol}, seed {cfg.seed})")
-    split = make_split(dataset, cfg.protocol, seed=cfg.seed, **cfg.split)
+    split_seed = cfg.split_seed_used()
+    say(f"splitting ({cfg.protocol}, seed {split_seed})" if split_seed == cfg.seed or split_seed is None else
+        f"splitting ({cfg.protocol}, split seed {split_seed}; model seed {cfg.seed})")
+    split = make_split(dataset, cfg.protocol, seed=cfg.seed if split_seed is None else split_seed, **cfg.split)
     feature_reports = use_features(cfg, split, progress, say)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if any(p.name != MARKER for p in out.iterdir()):
+        say(f"replacing the previous contents of {out}")
+    clear(out)
     handler = _file_logger(out / "train.log")
     try:
         log.info("dataset %s", dataset.summary())
         split.save(out / "split")
         resolved = {"dataset": cfg.dataset, "model": cfg.model, "protocol": cfg.protocol, "seed": cfg.seed,
+                    "split_seed": split_seed,
                     "data": cfg.data, "split": {**split.params, "seed": split.seed},
                     "hyperparameters": model.hyperparameters(), "ks": cfg.ks, "features": cfg.features,
                     "phases": cfg.phases,
@@ -118,7 +160,8 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
         log.info("split %s: train %d, valid %d, test %d", cfg.protocol, len(split.train), len(split.valid), len(split.test))
         for report in feature_reports:
             log.info("features %s", json.dumps(report))
-        return _train_and_report(cfg, model, split, out, TrainOptions(out / "checkpoint", False, progress, cfg.seed), say)
+        options = TrainOptions(out / "checkpoint", False, progress, cfg.seed, status=say)
+        return _train_and_report(cfg, model, split, out, options, say)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -133,32 +176,51 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
 
     Returns:
         The metrics.json content (read back when the run had already finished).
+
+    Raises:
+        DataError: not a run directory, a damaged config.json or checkpoint (naming the file and what to do),
+            or a folder another process is using.
     """
     say = status or (lambda msg: None)
     out = Path(output)
+    start_over = f"delete {out} and run again, or rerun `coldstart run ... --output {out} --overwrite`"
     if (out / "metrics.json").exists():
         say("run already finished")
-        return json.loads((out / "metrics.json").read_text())
+        return read_json(out / "metrics.json", start_over)
     if not (out / "config.json").exists():
         raise DataError("not a run directory (no config.json)", path=out)
-    saved = json.loads((out / "config.json").read_text())
-    split_params = {k: v for k, v in saved["split"].items() if k != "seed"}
-    cfg = RunConfig(dataset=saved["dataset"], model=saved["model"], protocol=saved["protocol"], seed=saved["seed"],
-                    data=saved["data"], split=split_params, hyper=saved["hyperparameters"], ks=saved["ks"], features=saved.get("features", []),
-                    phases=saved.get("phases", ["valid", "test"]))
+    with RunLock(out):
+        if (out / "metrics.json").exists():  # finished by another process while this one waited to lock
+            say("run already finished")
+            return read_json(out / "metrics.json", start_over)
+        return _resume_locked(out, read_json(out / "config.json", start_over), start_over, say, progress)
+
+
+def _resume_locked(out: Path, saved: dict, start_over: str, say: Callable[[str], None], progress: bool) -> dict:
+    """`resume` once the folder is locked and its config.json read."""
+    try:
+        split_params = {k: v for k, v in saved["split"].items() if k != "seed"}
+        cfg = RunConfig(dataset=saved["dataset"], model=saved["model"], protocol=saved["protocol"],
+                        seed=saved["seed"], data=saved["data"], split=split_params, hyper=saved["hyperparameters"],
+                        ks=saved["ks"], features=saved.get("features", []),
+                        phases=saved.get("phases", ["valid", "test"]), split_seed=saved.get("split_seed"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"damaged file (no valid {exc} setting); {start_over}", path=out / "config.json") from exc
+    if cfg.model not in MODELS:
+        raise DataError(f"unknown model {cfg.model!r}; {start_over}", path=out / "config.json", field="model")
     model = MODELS[cfg.model](**cfg.hyper)
     seed_everything(cfg.seed)
     say(f"loading {cfg.dataset}")
     dataset = load_dataset(cfg.dataset, **cfg.data)
     split = Split.load(out / "split", dataset=dataset)
     feature_reports = use_features(cfg, split, progress, say)
-    has_checkpoint = (out / "checkpoint" / CHECKPOINT).exists()
+    resuming = has_checkpoint(out / "checkpoint")
     handler = _file_logger(out / "train.log")
     try:
-        log.info("resuming %s (%s)", out, "from the last checkpoint" if has_checkpoint else "no checkpoint: from the start")
+        log.info("resuming %s (%s)", out, "from the last checkpoint" if resuming else "no checkpoint: from the start")
         for report in feature_reports:
             log.info("features %s", json.dumps(report))
-        options = TrainOptions(out / "checkpoint", has_checkpoint, progress, cfg.seed)
+        options = TrainOptions(out / "checkpoint", resuming, progress, cfg.seed, status=say)
         return _train_and_report(cfg, model, split, out, options, say)
     finally:
         log.removeHandler(handler)
@@ -181,16 +243,26 @@ def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: T
                       say: Callable[[str], None]) -> dict:
     """Fit (with checkpoints), save the model, evaluate the configured phases, write metrics.json and per_user.csv."""
     say(f"training {cfg.model}")
+    # Seconds the interrupted processes spent, as stored in their checkpoints (0 for a fresh run).
+    carried = checkpoint_seconds(options.checkpoint_dir)
     start = time.perf_counter()
     model.fit(split, options)
-    train_seconds = time.perf_counter() - start
-    log.info("trained %s in %.2fs", cfg.model, train_seconds)
+    train_seconds = carried + time.perf_counter() - start
+    log.info("trained %s in %.2fs%s", cfg.model, train_seconds,
+             f" ({carried:.2f}s of them before the resume)" if carried else "")
     model.save(out / "model")
     say("evaluating")
     results = {phase: evaluate(model, split, phase, ks=cfg.ks) for phase in cfg.phases}
     metrics = metrics_document(cfg, split, results, train_seconds, getattr(model, "best_epoch_", None))
-    if getattr(model, "cold_items", "content") == "none":
-        metrics["note"] = f"{cfg.model} has no representation for cold items; see its docs for how it scores them"
+    metrics["cold_items"] = getattr(model, "cold_items", "content")
+    metrics["cold_users"] = getattr(model, "cold_users", "none")
+    notes = []
+    if metrics["cold_items"] == "none":
+        notes.append(f"{cfg.model} has no representation for cold items; see its docs for how it scores them")
+    if split.cold_kind == "user" and metrics["cold_users"] == "none":
+        notes.append("cold users are scored by training popularity; see docs/models/baselines.md")
+    if notes:
+        metrics["note"] = "\n".join(notes)
     per_user = pd.concat([r.per_user.assign(phase=p) for p, r in results.items()], ignore_index=True)
     per_user.to_csv(out / "per_user.csv.tmp", index=False)
     (out / "per_user.csv.tmp").replace(out / "per_user.csv")
@@ -204,7 +276,7 @@ def metrics_document(cfg: RunConfig, split: Split, results: dict[str, EvalResult
                      best_epoch: int | None) -> dict:
     """The metrics.json schema (later tools rely on it)."""
     doc = {"dataset": cfg.dataset, "model": cfg.model, "protocol": cfg.protocol, "seed": cfg.seed,
-           "best_epoch": best_epoch, "train_seconds": round(train_seconds, 3),
+           "split_seed": split.seed, "best_epoch": best_epoch, "train_seconds": round(train_seconds, 3),
            "scenarios_over": "users" if split.cold_kind == "user" else "items"}
     for phase, res in results.items():
         doc[phase] = {s: res.metrics[s] for s in SCENARIOS if s in res.metrics}

@@ -8,8 +8,9 @@ A trainable model (see models/embedding.py) provides:
 
 Randomness: each epoch draws from its own torch.Generator seeded with (seed, epoch), so a run resumed
 from the checkpoint of epoch e replays epoch e + 1 exactly as an uninterrupted run would.
-Checkpoint: one file written atomically after every epoch (model, optimizer, best state, history), so an
-interrupted run loses at most its current epoch.
+Checkpoint: one file written atomically after every epoch (model, optimizer, best state, history, training
+seconds so far); the one before it is kept as checkpoint.prev.pt, so a damaged newest file (a full disk, a bad
+copy) costs one epoch, loudly, and an interrupted run loses at most its current epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,10 @@ from coldstart.models.base import atomic_torch_save
 log = logging.getLogger("coldstart")
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the newest, the fallback when the newest is damaged
+#: TrainOptions.valid_scenario's default: the model config's `valid_scenario` ("all" for models without one).
+FROM_CONFIG = "config"
+VALID_SCENARIOS = ("all", "warm", "cold")
 
 
 @dataclass
@@ -43,15 +49,18 @@ class TrainOptions:
         progress: show a progress bar per epoch (on a terminal).
         seed: base seed of the per-epoch generators (None: drawn from torch's global generator,
             which `seed_everything` sets).
-        valid_scenario: scenario of the validation recall used for early stopping; None: no validation
-            (train num_epoch epochs, keep the last).
+        valid_scenario: scenario of the validation recall used for early stopping ("all", "warm", "cold");
+            FROM_CONFIG: the model config's `valid_scenario`; None: no validation (train num_epoch epochs, keep
+            the last). Two-stage models set it per stage (models/pretrained.py, models/deepmusic.py).
+        status: called with warnings a person should see (the CLI's status line); they also go to the log.
     """
 
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = False
     seed: int | None = None
-    valid_scenario: str | None = "all"
+    valid_scenario: str | None = FROM_CONFIG
+    status: Callable[[str], None] | None = None
 
 
 def stops_early(cfg, bad_epochs: int, epochs_done: int) -> bool:
@@ -65,16 +74,127 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def validation_score(model, split: Split, scenario: str | None, k: int) -> float | None:
-    """Validation recall@k of the model in its current state (None without valid data or scenario)."""
+    """Validation recall@k of the model in its current state (None without valid data or scenario).
+
+    A scenario without validation users falls back to "all" (`fit` warns about it once per training).
+    """
+    return _validation(model, split, scenario, k)[0]
+
+
+def _validation(model, split: Split, scenario: str | None, k: int) -> tuple[float | None, str | None]:
+    """(validation recall@k, the scenario it was computed on: `scenario`, or "all" when that one has no users)."""
     from coldstart.eval.evaluate import evaluate
 
     if len(split.valid) == 0 or scenario is None:
-        return None
+        return None, None
     result = evaluate(model, split, "valid", scenarios=(scenario,), ks=(k,), metrics=["recall"])
     if scenario not in result.metrics:
         result = evaluate(model, split, "valid", scenarios=("all",), ks=(k,), metrics=["recall"])
         scenario = "all"
-    return result.metrics[scenario][f"recall@{k}"]
+    return result.metrics[scenario][f"recall@{k}"], scenario
+
+
+def resolve_scenario(model, opts: TrainOptions) -> str | None:
+    """The validation scenario early stopping watches: the options' own, else the model config's (default all)."""
+    scenario = opts.valid_scenario
+    if scenario == FROM_CONFIG:
+        scenario = getattr(model.config, "valid_scenario", "all")
+    if scenario is not None and scenario not in VALID_SCENARIOS:
+        raise DataError(f"must be one of {', '.join(VALID_SCENARIOS)}, got {scenario!r}", field="valid_scenario")
+    return scenario
+
+
+def has_checkpoint(folder: Path | None) -> bool:
+    """Whether `folder` holds a checkpoint to resume from (the newest or the previous one)."""
+    return folder is not None and any((Path(folder) / name).exists() for name in (CHECKPOINT, PREVIOUS))
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write `state` atomically to `path`, keeping the file it replaces as checkpoint.prev.pt.
+
+    A hard link keeps the previous file without copying it, and `path` itself is only ever replaced by a
+    complete file, so at every instant one of the two is whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = path.with_name(PREVIOUS)
+    if path.exists():
+        staged = path.with_name(PREVIOUS + ".tmp")
+        staged.unlink(missing_ok=True)
+        try:
+            os.link(path, staged)
+        except OSError:  # a filesystem without hard links: rename instead (the newest is absent for an instant)
+            os.replace(path, previous)
+        else:
+            os.replace(staged, previous)
+    atomic_torch_save(state, path)
+
+
+_CHECKPOINT_KEYS = ("model", "optimizer", "seed", "epoch", "bad_epochs", "history", "best", "best_epoch",
+                    "best_state")
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """torch.load one checkpoint file; DataError saying why when it is truncated, corrupt or incomplete."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+        # Only the exception's type: torch's own text for a damaged file suggests weights_only=False, a bad idea.
+        raise DataError(f"damaged checkpoint (unreadable: {type(exc).__name__})", path=path) from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DataError(f"damaged checkpoint (no {missing[0]!r})", path=path)
+    return ckpt
+
+
+def load_checkpoint(folder: Path, status: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """The newest readable checkpoint in `folder`: checkpoint.pt, else (with a warning) checkpoint.prev.pt.
+
+    Raises:
+        DataError: neither file is readable; the message says how to start over.
+    """
+    folder = Path(folder)
+    newest, previous = folder / CHECKPOINT, folder / PREVIOUS
+    if not newest.exists() and not previous.exists():
+        raise DataError("no checkpoint to resume from", path=folder)
+    problem: DataError | None = None
+    if newest.exists():
+        try:
+            return _read_checkpoint(newest), newest
+        except DataError as exc:
+            problem = exc
+    if previous.exists():
+        try:
+            ckpt = _read_checkpoint(previous)
+        except DataError as exc:
+            problem = problem or exc
+        else:
+            why = str(problem) if problem else f"{newest}: missing"
+            message = f"{why}; resuming from the previous checkpoint {previous} (epoch {ckpt['epoch']})"
+            log.warning(message)
+            if status is not None:
+                status(f"warning: {message}")
+            return ckpt, previous
+    assert problem is not None  # one of the files exists and neither could be read
+    raise DataError(f"{problem.problem}, and no readable previous checkpoint; delete {folder} to restart training "
+                    f"from scratch, or rerun with --overwrite", path=problem.path)
+
+
+def checkpoint_seconds(folder: Path | None) -> float:
+    """Training seconds stored in the checkpoints under `folder` (both stages of a two-stage model), 0 if none.
+
+    A resumed run adds these to its own time, so train_seconds covers every process that trained it.
+    """
+    if folder is None or not Path(folder).is_dir():
+        return 0.0
+    total = 0.0
+    for stage in {p.parent for p in Path(folder).rglob("checkpoint*.pt")}:
+        for name in (CHECKPOINT, PREVIOUS):  # the file fit will resume from
+            try:
+                total += float(_read_checkpoint(stage / name).get("train_seconds", 0.0))
+                break
+            except DataError:
+                continue  # missing or damaged: fit's resume warns or fails about it, with what to do
+    return total
 
 
 def make_adam(parameters, lr: float) -> torch.optim.Adam:
@@ -128,26 +248,36 @@ def train_epoch(model, optimizer: torch.optim.Optimizer, generator: torch.Genera
 def fit(model, split: Split, options: TrainOptions | None = None) -> None:
     """Train `model` on `split.train` with Adam and early stopping on validation recall; keep the best epoch.
 
-    Sets model.best_epoch_ (1-based, None without validation data) and model.history_ (list of dicts).
+    Sets model.best_epoch_ (1-based, None without validation data), model.history_ (list of dicts) and
+    model.train_seconds_ (seconds of this fit, including those of the processes it resumed).
     """
     opts = options or TrainOptions()
     cfg = model.config
+    clock = time.perf_counter()
+    scenario = resolve_scenario(model, opts)
     model.prepare(split)
     optimizer = make_adam(model.parameters(), cfg.l_r)
     path = Path(opts.checkpoint_dir) / CHECKPOINT if opts.checkpoint_dir else None
     seed = opts.seed if opts.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
-    start, best, best_epoch, best_state, bad, history = 0, -math.inf, None, None, 0, []
+    start, best, best_epoch, best_state, bad, history, carried = 0, -math.inf, None, None, 0, [], 0.0
     if opts.resume:
-        if path is None or not path.exists():
-            raise DataError("no checkpoint to resume from", path=path or opts.checkpoint_dir)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if path is None:
+            raise DataError("no checkpoint to resume from (no checkpoint folder given)")
+        ckpt, used = load_checkpoint(path.parent, opts.status)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # tensors of other shapes: another model's file
+            raise DataError(f"checkpoint does not fit this model ({str(exc).splitlines()[0]}); delete "
+                            f"{path.parent} to restart training from scratch, or rerun with --overwrite",
+                            path=used) from exc
         seed, start, bad, history = ckpt["seed"], ckpt["epoch"], ckpt["bad_epochs"], ckpt["history"]
         best, best_epoch, best_state = ckpt["best"], ckpt["best_epoch"], ckpt["best_state"]
-        log.info("resumed from %s after epoch %d (best epoch %s)", path, start, best_epoch)
+        carried = float(ckpt.get("train_seconds", 0.0))  # absent in checkpoints written before it was stored
+        log.info("resumed from %s after epoch %d (best epoch %s)", used, start, best_epoch)
         if stops_early(cfg, bad, start):
             start = cfg.num_epoch  # it had already stopped early
+    warned = False
     with _progress(opts.progress) as bars:
         for epoch in range(start, cfg.num_epoch):
             tick = time.perf_counter()
@@ -160,7 +290,15 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
             sums, n_batches = train_epoch(model, optimizer, generator, advance)
             bars.remove_task(task)
             model.eval()
-            valid = validation_score(model, split, opts.valid_scenario, cfg.valid_k)
+            valid, scored = _validation(model, split, scenario, cfg.valid_k)
+            if scored != scenario and not warned:
+                # Early stopping on another scenario than asked changes the selected epoch: say so once.
+                message = (f"early stopping: the validation split has no users in the {scenario} scenario; "
+                           f"using valid recall@{cfg.valid_k} over all items instead")
+                log.warning(message)
+                if opts.status is not None:
+                    opts.status(f"warning: {message}")
+                warned = True
             record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - tick, 3),
                       **{k: round(v / max(n_batches, 1), 6) for k, v in sums.items()},
                       f"valid_recall@{cfg.valid_k}": valid}
@@ -177,10 +315,10 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
                                    f"{cfg.valid_k} {'-' if valid is None else f'{valid:.4f}'}"
                                    f"{' *' if improved else ''} ({record['seconds']:.1f}s)")
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "seed": seed,
-                                   "epoch": epoch + 1, "bad_epochs": bad, "history": history, "best": best,
-                                   "best_epoch": best_epoch, "best_state": best_state}, path)
+                save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "seed": seed,
+                                 "epoch": epoch + 1, "bad_epochs": bad, "history": history, "best": best,
+                                 "best_epoch": best_epoch, "best_state": best_state,
+                                 "train_seconds": carried + time.perf_counter() - clock}, path)
             if stops_early(cfg, bad, epoch + 1):
                 log.info("early stop after epoch %d: no better validation recall for %d epochs", epoch + 1, bad)
                 break
@@ -189,3 +327,4 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
     model.eval()
     model.best_epoch_ = best_epoch if len(split.valid) else None
     model.history_ = history
+    model.train_seconds_ = carried + time.perf_counter() - clock

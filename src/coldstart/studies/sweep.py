@@ -20,7 +20,7 @@ import pandas as pd
 from coldstart.errors import DataError
 from coldstart.experiments import RunConfig
 from coldstart.models.base import atomic_write
-from coldstart.studies.runs import Job, model_fields, run_jobs
+from coldstart.studies.runs import Job, model_fields, run_jobs, split_seeds_of
 
 #: The paper's ablations as ready-made sweeps: (param, values, series, series values, fixed hyperparameters).
 FIGURES: dict[str, dict[str, Any]] = {
@@ -101,6 +101,11 @@ class Sweep:
     split: dict[str, Any] = field(default_factory=dict)
     ks: list[int] = field(default_factory=lambda: [10, 20])
     features: list[str] = field(default_factory=list)
+    split_seed: int | None = None  # None: each seed draws its own split
+
+    def split_seeds(self) -> list[int | None]:
+        """The split seed of every run, in seed order (None for a published split)."""
+        return split_seeds_of(self.protocol, self.seeds, self.split_seed)
 
     def jobs(self, output: Path) -> list[Job]:
         allowed = model_fields(self.model)
@@ -120,7 +125,7 @@ class Sweep:
                 for seed in self.seeds:
                     cfg = RunConfig(dataset=self.dataset, model=self.model, protocol=self.protocol, seed=seed,
                                     data=self.data, split=self.split, hyper=hyper, ks=self.ks,
-                                    features=self.features)
+                                    features=self.features, split_seed=self.split_seed)
                     tags = {self.series: s_value} if self.series else {}
                     jobs.append(Job(cfg, folder / f"{self.param}={value}" / f"seed{seed}",
                                     {**tags, self.param: value, "seed": seed}))

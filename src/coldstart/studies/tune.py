@@ -6,7 +6,7 @@ with an in-memory Optuna study: the sampler asks the same points again and finis
 
     DIR/trials/<name=value,...>/   one run directory per trial
     DIR/trials.csv                 trial, parameters, objective, best epoch, training seconds
-    DIR/best.json                  {"label", "model", "dataset", "protocol", "seed", "objective", "value",
+    DIR/best.json                  {"label", "model", "dataset", "protocol", "seed", "split_seed", "objective", "value",
                                     "params": the best point plus the fixed --set values}; `compare --tuned` reads it
     DIR/tune.png                   objective over the grid (two parameters: a heatmap; one: a curve)
 """
@@ -25,7 +25,7 @@ from coldstart.errors import DataError
 from coldstart.experiments import RunConfig
 from coldstart.features.extras import require
 from coldstart.models.base import atomic_write
-from coldstart.studies.runs import Job, Variant, model_fields, run_job
+from coldstart.studies.runs import Job, Variant, model_fields, run_job, split_seeds_of
 
 SAMPLERS = ("grid", "tpe")
 
@@ -40,7 +40,11 @@ def parse_objective(text: str) -> tuple[str, str]:
 
 @dataclass
 class Tuning:
-    """What `tune` searches: one variant on one dataset / protocol / seed, a space, an objective."""
+    """What `tune` searches: one variant on one dataset / protocol / seed, a space, an objective.
+
+    `seed` seeds the model and the sampler; `split_seed` the split (None: `seed`). A study may only use the
+    result on that same split (runs.apply_tuned refuses others).
+    """
 
     dataset: str
     variant: Variant
@@ -54,6 +58,7 @@ class Tuning:
     split: dict[str, Any] = field(default_factory=dict)
     ks: list[int] = field(default_factory=lambda: [10, 20])
     features: list[str] = field(default_factory=list)
+    split_seed: int | None = None
 
     def check(self) -> None:
         if not self.space:
@@ -75,7 +80,7 @@ class Tuning:
         name = ",".join(f"{k}={v}" for k, v in params.items())
         cfg = RunConfig(dataset=self.dataset, model=self.variant.model, protocol=self.protocol, seed=self.seed,
                         data=self.data, split=self.split, hyper={**self.variant.hyper, **params}, ks=self.ks,
-                        features=self.features, phases=["valid"])
+                        features=self.features, phases=["valid"], split_seed=self.split_seed)
         return Job(cfg, output / "trials" / name, dict(params))
 
 
@@ -121,7 +126,9 @@ def run_tuning(tuning: Tuning, output: str | Path, status: Callable[[str], None]
     trials = pd.DataFrame(rows)
     atomic_write(output / "trials.csv", trials.to_csv(index=False).encode())
     best = {"label": tuning.variant.label, "model": tuning.variant.model, "dataset": tuning.dataset,
-            "protocol": tuning.protocol, "seed": tuning.seed, "features": tuning.features,
+            "protocol": tuning.protocol, "seed": tuning.seed,
+            "split_seed": split_seeds_of(tuning.protocol, [tuning.seed], tuning.split_seed)[0],
+            "features": tuning.features,
             "objective": f"valid {tuning.objective}", "value": study.best_value, "trials": len(rows),
             "params": {**tuning.variant.hyper, **study.best_params}}
     atomic_write(output / "best.json", (json.dumps(best, indent=1) + "\n").encode())
@@ -129,5 +136,6 @@ def run_tuning(tuning: Tuning, output: str | Path, status: Callable[[str], None]
         from coldstart.studies.plots import plot_tuning
 
         plot_tuning(trials, list(tuning.space), f"valid {tuning.objective}", output / "tune.png",
-                    f"{tuning.variant.label} on {tuning.dataset} ({tuning.protocol}, seed {tuning.seed})")
+                    f"{tuning.variant.label} on {tuning.dataset} ({tuning.protocol}, seed {tuning.seed}"
+                    + ("" if tuning.split_seed in (None, tuning.seed) else f", split seed {tuning.split_seed}") + ")")
     return best
