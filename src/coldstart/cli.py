@@ -1,20 +1,25 @@
 """The `coldstart` command line: datasets, features, split, run, evaluate. Thin wrappers over the Python API.
 
-Bad input ends with a one-line `error: ...` on stderr and exit code 2, never a traceback.
+Exit codes: 0 done; 2 bad input or usage (a one-line `error: ...` on stderr, never a traceback); 130 interrupted
+(Ctrl-C), with how to resume. Settings are type-checked (settings.py) before any folder is created.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from coldstart.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cold-start recommendation: load, extract features, split, train, evaluate.")
@@ -57,36 +62,93 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
+#: The keys a --config file may hold; any other (a misspelt section) is an error, not silently ignored.
+CONFIG_KEYS = {"model": dict, "split": dict, "data": dict, "ks": list, "features": list}
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """A JSON or TOML file with optional sections model / split / data and key ks."""
+    """A JSON or TOML object with optional sections model / split / data and keys ks / features.
+
+    Raises:
+        DataError: naming the file: unreadable, not an object, an unknown key, or a key of the wrong type.
+    """
     if not path.exists():
         raise DataError("config file not found", path=path)
     try:
         if path.suffix == ".toml":
             import tomllib
 
-            return tomllib.loads(path.read_text())
-        return json.loads(path.read_text())
+            doc = tomllib.loads(path.read_text())
+        else:
+            doc = json.loads(path.read_text())
     except (ValueError, ImportError) as exc:
         raise DataError(f"cannot parse config ({exc})", path=path) from exc
+    if not isinstance(doc, dict):
+        raise DataError(f"expected an object with sections {', '.join(CONFIG_KEYS)}, got {type(doc).__name__}",
+                        path=path)
+    for key, value in doc.items():
+        if key not in CONFIG_KEYS:
+            raise DataError(f"unknown key (allowed: {', '.join(CONFIG_KEYS)})", path=path, field=key)
+        if not isinstance(value, CONFIG_KEYS[key]):
+            raise DataError(f"expected {'an object' if CONFIG_KEYS[key] is dict else 'a list'}, "
+                            f"got {type(value).__name__}", path=path, field=key)
+    ks = doc.get("ks")
+    if ks is not None and not (ks and all(type(k) is int and k >= 1 for k in ks)):
+        raise DataError(f"expected positive integers, got {ks}", path=path, field="ks")
+    if not all(isinstance(f, str) for f in doc.get("features", [])):
+        raise DataError(f"expected preset names, got {doc['features']}", path=path, field="features")
+    return doc
+
+
+def check_settings(dataset: str, protocol: str, sets: dict[str, dict[str, Any]], path: Path | None = None) -> None:
+    """Type-check data and split settings (settings.py) before any folder is created or data is loaded."""
+    from coldstart.settings import check_data, check_split
+
+    check_data(dataset, sets.get("data", {}), path)
+    check_split(protocol, sets.get("split", {}), path)
+
+
+def check_hyper(model: str, *hypers: dict[str, Any], path: Path | None = None) -> None:
+    """Type- and range-check hyperparameter sets of a model (building a model does no work) up front."""
+    from coldstart.models import MODELS
+    from coldstart.settings import check_values
+
+    if model not in MODELS:
+        raise DataError(f"unknown model {model!r} (use {', '.join(MODELS)})", field="model")
+    for hyper in hypers:
+        if path is not None:  # values from a file: name it in the error
+            check_values(hyper, MODELS[model].Config, model, path=path)
+        MODELS[model](**hyper)
 
 
 def print_metrics(metrics: dict, phase: str = "test") -> None:
-    """The warm / cold / all table of one phase."""
+    """The warm / cold / all table of one phase, then the document's note lines (e.g. how a model without a
+    representation of cold items scores them)."""
     block = metrics.get(phase, {})
-    if not block:
+    if block:
+        console.print(_metrics_table(metrics, phase, block))
+    else:
         console.print(f"no {phase} metrics")
-        return
+    notes = metrics.get("note") or []
+    for line in [notes] if isinstance(notes, str) else notes:
+        console.print(f"note: {line}", markup=False, highlight=False)
+
+
+def _metrics_table(metrics: dict, phase: str, block: dict) -> Table:
     keys = list(next(iter(block.values())).keys())
-    table = Table(title=f"{metrics.get('model', '')} on {metrics.get('dataset', '')} "
-                        f"({metrics.get('protocol', '')}), {phase}")
+    # A run names its model and dataset; `evaluate` knows only the recommendations file and the split folder.
+    what = (f"{metrics['model']} on {metrics.get('dataset', '?')}" if "model" in metrics else
+            f"{metrics.get('recommendations', 'recommendations')} on split {metrics.get('split', '?')}")
+    seed = f", seed {metrics['seed']}" if metrics.get("seed") is not None else ""
+    title = f"{what} ({metrics.get('protocol', '?')}{seed}), {phase}"
+    table = Table(title=title, min_width=len(title))  # keep the title on one line over a narrow table
     table.add_column("metric")
     for scenario in block:
         users = metrics.get(f"{phase}_users", {}).get(scenario)
         table.add_column(scenario if users is None else f"{scenario} ({users} users)", justify="right")
     for key in keys:
         table.add_row(key, *(f"{block[s][key]:.4f}" for s in block))
-    console.print(table)
+    return table
 
 
 @app.command()
@@ -108,7 +170,9 @@ def datasets(sizes: bool = typer.Option(True, help="Load each dataset found to r
         row = [name, "", "", "", ""]
         if sizes and (folder or name == "synthetic"):
             ds = load_dataset(name, download=False)
-            content = f"{', '.join(ds.item_features) or '-'}; {', '.join(ds.user_features) or '-'}"
+            # Interaction-level content (Amazon's review text) becomes item content after the split.
+            items = [*ds.item_features, *(f"{n} (per interaction)" for n in ds.interaction_features)]
+            content = f"{', '.join(items) or '-'}; {', '.join(ds.user_features) or '-'}"
             row[1:] = [str(ds.n_users), str(ds.n_items), str(ds.n_interactions), content]
         table.add_row(*row)
     console.print(table)
@@ -125,7 +189,7 @@ def features(
     preset: Optional[str] = typer.Option(None, help="Presets, comma-separated (e.g. visual,textual,meta), or "
                                                     "kind:modality specs; omit to list the dataset's presets."),
     protocol: str = typer.Option("cold_item", help="Split protocol, for presets built from training interactions."),
-    seed: int = typer.Option(0, help="Split seed, for presets built from training interactions."),
+    seed: int = typer.Option(0, min=0, help="Split seed, for presets built from training interactions."),
     set_: list[str] = typer.Option([], "--set", help="split.<param>=value or data.<option>=value."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default $COLDSTART_FEATURE_CACHE "
                                                         "or ~/.cache/coldstart/features)."),
@@ -138,6 +202,7 @@ def features(
     sets = parse_sets(set_)
     if sets["hyper"]:
         raise DataError(f"unknown setting {next(iter(sets['hyper']))!r} (use split.<param> or data.<option>)", field="--set")
+    check_settings(dataset, protocol, sets)
     ds = load_dataset(dataset, **sets["data"])
     names = parse_presets(preset)
     if not names:
@@ -168,7 +233,7 @@ def features(
 def split(
     dataset: str = typer.Option(..., help="Dataset name or folder."),
     protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     set_: list[str] = typer.Option([], "--set", help="split.<param>=value or data.<option>=value."),
     output: Path = typer.Option(..., help="Folder to write the split into."),
 ) -> None:
@@ -179,6 +244,7 @@ def split(
     sets = parse_sets(set_)
     if sets["hyper"]:
         raise DataError(f"unknown setting {next(iter(sets['hyper']))!r} (use split.<param> or data.<option>)", field="--set")
+    check_settings(dataset, protocol, sets)
     ds = load_dataset(dataset, **sets["data"])
     sp = make_split(ds, protocol, seed=seed, **sets["split"])
     sp.save(output)
@@ -193,10 +259,14 @@ def run(
     protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
     config: Optional[Path] = typer.Option(None, help="JSON/TOML file with sections model, split, data and key ks."),
     set_: list[str] = typer.Option([], "--set", help="key=value (model), split.key=value, data.key=value."),
-    seed: int = typer.Option(0, help="Random seed (split and model)."),
-    k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
+    seed: int = typer.Option(0, min=0, help="Random seed (split and model)."),
+    split_seed: Optional[int] = typer.Option(None, min=0, help="Seed of the split (default: --seed); --seed then "
+                                                               "seeds only the model."),
+    k: Optional[str] = typer.Option(None, help="Cut-offs, comma-separated (default: the config file's ks, "
+                                               "else 10,20)."),
     output: Optional[Path] = typer.Option(None, help="Run directory."),
-    overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run directory (only a folder an earlier run "
+                                               "marked as one; any other non-empty folder is refused)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory "
                                                      "(every other option comes from its config.json)."),
     features: Optional[str] = typer.Option(None, help="Feature presets to build (or read from the cache) and use "
@@ -211,6 +281,7 @@ def run(
         console.print(f"[dim]{message}[/dim]")
 
     if resume is not None:
+        on_interrupt(resume_hint(resume))
         metrics = experiments.resume(resume, status=say, progress=progress)
         output = resume
     else:
@@ -218,21 +289,24 @@ def run(
             if value is None:
                 raise DataError(f"missing option {name} (or pass --resume RUN_DIR)", field=name)
         file_cfg = read_config_file(config) if config else {}
+        if config:  # check the file's sections alone first, so that an error names the file
+            check_settings(dataset, protocol, file_cfg, config)
+            check_hyper(model, file_cfg.get("model", {}), path=config)
         sets = parse_sets(set_)
         cfg = RunConfig(
-            dataset=dataset, model=model, protocol=protocol, seed=seed,
+            dataset=dataset, model=model, protocol=protocol, seed=seed, split_seed=split_seed,
             data={**file_cfg.get("data", {}), **sets["data"]},
             split={**file_cfg.get("split", {}), **sets["split"]},
             hyper={**file_cfg.get("model", {}), **sets["hyper"]},
-            ks=parse_ks(k) if k else file_cfg.get("ks", [10, 20]),
+            ks=parse_ks(k) if k is not None else file_cfg.get("ks", [10, 20]),
             features=parse_presets(features) or list(file_cfg.get("features", [])),
         )
+        check_settings(cfg.dataset, cfg.protocol, {"data": cfg.data, "split": cfg.split})
+        on_interrupt(resume_hint(output))
         metrics = experiments.run(cfg, output, overwrite=overwrite, status=say, progress=progress)
     print_metrics(metrics, "test")
     if metrics.get("best_epoch") is not None:
         console.print(f"best epoch (validation recall): {metrics['best_epoch']}")
-    if "note" in metrics:
-        console.print(f"note: {metrics['note']}")
     console.print(f"run directory: {output}")
 
 
@@ -241,8 +315,8 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise DataError(f"expected comma-separated integers, got {text!r}", field="--seeds") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise DataError(f"expected distinct seeds, got {text!r}", field="--seeds")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise DataError(f"expected distinct seeds >= 0, got {text!r}", field="--seeds")
     return seeds
 
 
@@ -255,7 +329,10 @@ def compare(
     dataset: str = typer.Option(..., help="Dataset name or folder."),
     models: str = typer.Option(..., help="Models, comma-separated; clcrec_gcn is CLCRec with the LightGCN encoder."),
     protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
-    seeds: str = typer.Option("1,2,3,4,5", help="Seeds, comma-separated (each: split and model)."),
+    seeds: str = typer.Option("1,2,3,4,5", help="Seeds, comma-separated (each: split and model, or only the model "
+                                                 "with --split-seed)."),
+    split_seed: Optional[int] = typer.Option(None, min=0, help="One split for every seed (the seeds then vary only "
+                                                               "the initialisation); needed with --tuned."),
     output: Path = typer.Option(..., help="Study folder (runs/, table2.*, table3.*); rerun to resume."),
     set_: list[str] = typer.Option([], "--set", help="key=value for every model that has key, <model>.key=value "
                                                      "for one, split.key=value, data.key=value."),
@@ -269,18 +346,22 @@ def compare(
     """Run every model x seed (finished runs are reused) and write the Table 2 / Table 3 reports."""
     from coldstart.studies.compare import Study, run_study
     from coldstart.studies.report import write_reports
-    from coldstart.studies.runs import apply_settings, apply_tuned, parse_variants
+    from coldstart.studies.runs import apply_settings, apply_tuned, parse_variants, split_seeds_of
 
     sets = parse_sets(set_)
     variants = parse_variants(models)
-    for line in apply_tuned(variants, tuned):
+    for line in apply_tuned(variants, tuned, split_seeds_of(protocol, parse_seeds(seeds), split_seed)):
         say_dim(f"tuned {line}")
     apply_settings(variants, sets["hyper"])  # --set wins over a tuned value
     if reference is not None and reference not in {v.label for v in variants}:
         raise DataError(f"{reference!r} is not among the models compared", field="--reference")
     ks = parse_ks(k)
+    check_settings(dataset, protocol, sets)
+    for variant in variants:
+        check_hyper(variant.model, variant.hyper)
+    on_interrupt(_study_hint)
     study = Study(dataset, protocol, variants, parse_seeds(seeds), data=sets["data"], split=sets["split"], ks=ks,
-                  features=parse_presets(features))
+                  features=parse_presets(features), split_seed=split_seed)
     jobs = run_study(study, output, status=say_dim, progress=progress)
     written = write_reports(jobs, output, ks, reference)
     console.print((output / "table2.md").read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -300,6 +381,8 @@ def sweep(
                                                     "6 (R-E negatives, 1 U-I negative) or 7 (lambda)."),
     protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
     seeds: str = typer.Option("1", help="Seeds, comma-separated; error bars are the std over seeds."),
+    split_seed: Optional[int] = typer.Option(None, min=0, help="One split for every seed (the seeds then vary only "
+                                                               "the initialisation); needed with --tuned."),
     set_: list[str] = typer.Option([], "--set", help="key=value (model), split.key=value, data.key=value."),
     tuned: Optional[Path] = typer.Option(None, help="best.json (or its folder) from `coldstart tune`."),
     features: Optional[str] = typer.Option(None, help="Feature presets used as content, comma-separated."),
@@ -310,14 +393,14 @@ def sweep(
 ) -> None:
     """Train one model over a grid of one hyperparameter; plot warm / cold / all curves (Figures 5-7)."""
     from coldstart.studies.plots import plot_sweep
-    from coldstart.studies.runs import Variant, apply_tuned
+    from coldstart.studies.runs import Variant, apply_tuned, split_seeds_of
     from coldstart.studies.sweep import Sweep, figure_grid, parse_assignment, run_sweep
 
     sets = parse_sets(set_)
     fixed: dict[str, Any] = {}
     if tuned is not None:
         holder = Variant(model, model)
-        for line in apply_tuned([holder], [tuned]):
+        for line in apply_tuned([holder], [tuned], split_seeds_of(protocol, parse_seeds(seeds), split_seed)):
             say_dim(f"tuned {line}")
         fixed.update(holder.hyper)
     if figure is not None:
@@ -336,8 +419,12 @@ def sweep(
         [f"recall@{ks[0]}", f"ndcg@{ks[0]}"] if figure == "6" else [f"recall@{ks[0]}"])
     if phase not in ("valid", "test"):
         raise DataError(f"phase must be valid or test, got {phase!r}", field="--phase")
+    check_settings(dataset, protocol, sets)
+    check_hyper(model, *({**fixed, name: value, **({series_name: s_value} if series_name else {})}
+                         for value in values for s_value in series_values))
+    on_interrupt(_study_hint)
     spec_sweep = Sweep(dataset, model, name, values, parse_seeds(seeds), protocol, series_name, series_values,
-                       fixed, sets["data"], sets["split"], ks, parse_presets(features))
+                       fixed, sets["data"], sets["split"], ks, parse_presets(features), split_seed)
     summary = run_sweep(spec_sweep, output, status=say_dim, progress=progress)
     known = set(summary["metric"])
     missing = [m for m in plotted if m not in known]
@@ -363,7 +450,9 @@ def tune(
     model: str = typer.Option(..., help="Model (or clcrec_gcn) to tune."),
     output: Path = typer.Option(..., help="Tuning folder (trials/, trials.csv, best.json, tune.png); rerun to resume."),
     protocol: str = typer.Option("cold_item", help="cold_item, cold_item_only, cold_user or published."),
-    seed: int = typer.Option(1, help="Seed of the split and the model during tuning."),
+    seed: int = typer.Option(1, min=0, help="Seed of the model during tuning, and of the split unless --split-seed."),
+    split_seed: Optional[int] = typer.Option(None, min=0, help="Seed of the split (default: --seed); `compare "
+                                                               "--tuned` needs the same --split-seed."),
     space: list[str] = typer.Option([], help="name=v1,v2,... replacing the model's search space for that name "
                                              "(repeatable); default: the paper's l_r x reg_weight grid."),
     objective: str = typer.Option("all:recall@20", help="Validation scenario:metric to maximise."),
@@ -394,18 +483,77 @@ def tune(
         if name in variant.hyper and name in sets["hyper"]:
             raise DataError(f"{name} is searched; drop --set {name} or give --space {name}=<values>", field=name)
         variant.hyper.pop(name, None)  # a variant's own value (e.g. clcrec_gcn's encoder) yields to the search
+    check_settings(dataset, protocol, sets)
+    check_hyper(variant.model, variant.hyper, *({**variant.hyper, name: value}
+                                                for name, values in searched.items() for value in values))
+    on_interrupt(_study_hint)
     tuning = Tuning(dataset, variant, searched, protocol, seed, objective, sampler, trials, sets["data"],
-                    sets["split"], parse_ks(k), parse_presets(features))
+                    sets["split"], parse_ks(k), parse_presets(features), split_seed)
     best = run_tuning(tuning, output, status=say_dim, progress=progress)
     console.print(f"best valid {objective}: {best['value']:.4f} with "
                   + ", ".join(f"{k}={v}" for k, v in best["params"].items() if k in searched), highlight=False)
-    console.print(f"wrote {output / 'best.json'} (use: coldstart compare ... --tuned {output})", highlight=False)
+    same_split = "" if best["split_seed"] is None else f"--split-seed {best['split_seed']} "
+    console.print(f"wrote {output / 'best.json'} (use: coldstart compare ... {same_split}--tuned {output})",
+                  highlight=False)
+
+
+def writable_parent(path: Path) -> None:
+    """Create the folder of an output file, or raise DataError with the operating system's reason."""
+    for folder in [path.parent, *path.parent.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                raise DataError("not a directory", path=folder)
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the folder ({exc.strerror or exc})", path=path.parent) from exc
+    try:  # a real probe: permission bits say nothing for root, /proc or a read-only mount
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise DataError(f"cannot write here ({exc.strerror or exc})", path=path.parent) from exc
+
+
+def read_recommendations(path: Path) -> pd.DataFrame:
+    """A recommendations CSV read by its header names (user, item, score in any order; other columns ignored).
+
+    Returns:
+        user and item as strings (raw ids), score as float64; row i is on line i + 2 of the file.
+
+    Raises:
+        DataError: naming the file (and line): missing, no such column, a malformed row, a score that is no number.
+    """
+    import pandas as pd
+
+    from coldstart.data.readers import require_file
+
+    require_file(path)
+    try:
+        # Blank lines are kept (and fail below) so that row i stays on line i + 2 in the messages.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], skip_blank_lines=False,
+                            engine="c")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"malformed CSV ({str(exc).strip()})", path=path) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    for column in ("user", "item", "score"):
+        if column not in frame.columns:
+            raise DataError(f"no column {column!r} in the header (found: {', '.join(frame.columns)}); "
+                            "expected a header naming user, item and score", path=path, line=1)
+    frame = frame[["user", "item", "score"]].fillna("")  # rows with fewer fields than the header
+    score = pd.to_numeric(frame["score"].str.strip(), errors="coerce")
+    if score.isna().any():
+        row = int(score.isna().to_numpy().argmax())
+        raise DataError(f"expected a number, got {frame['score'].iloc[row]!r}", path=path, line=row + 2,
+                        field="score")
+    return frame.assign(score=score.astype("float64"))
 
 
 @app.command()
 def evaluate(
     split_dir: Path = typer.Option(..., "--split", help="A split folder (e.g. RUN/split)."),
-    recommendations: Path = typer.Option(..., help="CSV with header user,item,score (raw ids)."),
+    recommendations: Path = typer.Option(..., help="CSV whose header names user, item and score (raw ids; any "
+                                                   "column order, other columns ignored)."),
     phase: str = typer.Option("test", help="valid or test."),
     scenario: str = typer.Option("all", help="warm, cold, all, or a comma-separated list."),
     k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
@@ -413,47 +561,120 @@ def evaluate(
 ) -> None:
     """Evaluate recommendations computed anywhere against a saved split."""
 
-    from coldstart.data.readers import read_table
     from coldstart.data.splits import Split
     from coldstart.eval.evaluate import evaluate_scores, scores_from_recommendations
     from coldstart.models.base import atomic_write
 
+    if output:  # fail before the work, not after it
+        writable_parent(output)
     sp = Split.load(split_dir)
-    recs = read_table(recommendations, ["user", "item", "score"], header=True, numeric=("score",))
+    recs = read_recommendations(recommendations)
     score_fn = scores_from_recommendations(recs, sp, source=str(recommendations))
     scenarios = [s.strip() for s in scenario.split(",") if s.strip()]
     res = evaluate_scores(score_fn, sp, phase, scenarios=scenarios, ks=parse_ks(k))
-    doc = {"split": str(split_dir), "protocol": sp.protocol, "seed": sp.seed, phase: res.metrics,
-           f"{phase}_users": res.n_users}
+    doc = {"recommendations": str(recommendations), "split": str(split_dir), "protocol": sp.protocol,
+           "seed": sp.seed, phase: res.metrics, f"{phase}_users": res.n_users}
     print_metrics(doc, phase)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(output, (json.dumps(doc, indent=1) + "\n").encode())
+        try:
+            atomic_write(output, (json.dumps(doc, indent=1) + "\n").encode())
+        except OSError as exc:  # the error names atomic_write's temporary file: name the one asked for
+            raise DataError(f"cannot write ({exc.strerror or exc})", path=output) from exc
         console.print(f"wrote {output}")
 
 
-def main() -> None:
-    """Entry point: run the app; DataError -> one line on stderr, exit 2."""
+def _click_types(name: str) -> tuple[type, ...]:
+    """`name` from every click exception hierarchy present: typer >= 0.16 bundles its own click (typer._click),
+    older typer raises the real click's exceptions, and the two are unrelated classes."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _plain_interrupt() -> str:
+    return "interrupted"
+
+
+#: What to print on Ctrl-C; `run`, `compare`, `sweep` and `tune` replace it with how to resume.
+_interrupt_hint: Callable[[], str] = _plain_interrupt
+
+
+def on_interrupt(hint: Callable[[], str]) -> None:
+    """Set the line printed (to stderr, exit 130) if Ctrl-C stops the command from now on."""
+    global _interrupt_hint
+    _interrupt_hint = hint
+
+
+def resume_hint(folder: Path) -> Callable[[], str]:
+    """How to continue the run in `folder`, decided when the interrupt comes (resumable once config.json exists)."""
+    def hint() -> str:
+        if (folder / "config.json").exists():
+            return f"interrupted; resume with coldstart run --resume {folder}"
+        return f"interrupted before {folder} held a resumable run; rerun the same command"
+    return hint
+
+
+def _study_hint() -> str:
+    return "interrupted; rerun the same command to resume"
+
+
+def _interrupted() -> None:
+    print(_interrupt_hint(), file=sys.stderr)
+    sys.exit(130)
+
+
+def _usage_error(exc: Exception) -> None:
+    """Click's message and usage line, without a traceback; exit 2 (no arguments at all: the help, exit 0)."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `coldstart` alone means --help
+        print(ctx.get_help())
+        sys.exit(0)
+    print(f"error: {exc.format_message()}", file=sys.stderr)
+    if ctx is not None:
+        print(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: exit 0 when done, 2 on bad input or usage (one `error: ...` line), 130 on Ctrl-C.
+
+    Args:
+        args: the command line without the program name (default: sys.argv[1:]).
+    """
+    on_interrupt(_plain_interrupt)  # until a command knows better
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False hands exceptions to us; typer then turns Ctrl-C into the exit code 130 it
+        # returns (older click raises Abort instead), and any other exit code too.
+        code = app(args=args, prog_name="coldstart", standalone_mode=False)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: file not found", file=sys.stderr)
+    except KeyboardInterrupt:  # outside click's handler, e.g. while importing
+        _interrupted()
+    except OSError as exc:  # permission denied, read-only file system, not a directory, disk full, ...
+        where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        print(f"error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+    except Exception as exc:
+        if isinstance(exc, _click_types("ClickException")):
+            _usage_error(exc)
+        if isinstance(exc, _click_types("Abort")):
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                _interrupted()
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
         raise
+    if code == 130:
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
