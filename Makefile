@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 DEMO_MODEL ?= clcrec
-# CLCRec with the settings chosen on ml-100k's validation split (docs/models/clcrec.md) and the textual feature
-# preset (MiniLM of title + genres; docs/features.md: cold recall@20 0.16 -> 0.26); clear it for other models.
-DEMO_SET ?= --set num_sample=0.2 --set reg_weight=0.001 --features textual
+# CLCRec's defaults are the settings chosen on ml-100k's validation split (docs/models/clcrec.md, issue 11); the demo
+# adds the textual feature preset (MiniLM of title + genres; docs/features.md); clear it for other models.
+DEMO_SET ?= --features textual
 # Offline machines: use the shared data beside the checkout when COLDSTART_DATA_DIR is not set.
 export COLDSTART_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 

@@ -52,7 +52,8 @@ def _eq5_by_hand(model, batch, generator):
         h = [torch.exp(torch.dot(zi, f[j]) / (zi.norm() * f[j].norm()) / tau) for j in items[b].tolist()]  # Eq. 12
         re.append(-torch.log(h[0] / sum(h)))
     l_ui, l_re = torch.stack(ui).mean(), torch.stack(re).mean()
-    reg = (model.user_embedding[users].pow(2).sum(1).mean() + model.item_embedding[items].pow(2).sum(2).mean())
+    # The official CLCRec regulariser: mean L2 norm (not squared) of the user rows and of the item slots, halved.
+    reg = (model.user_embedding[users].norm(dim=1).mean() + model.item_embedding[items].norm(dim=2).mean()) / 2
     return cfg.lr_lambda * l_re + (1 - cfg.lr_lambda) * l_ui + cfg.reg_weight * reg
 
 

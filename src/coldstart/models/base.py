@@ -3,6 +3,8 @@
 - Hyperparameters live in a frozen dataclass `Config`; unknown keys are an error; `__init__` does no work.
 - `fit(split) -> self`: `build(dims)` creates the parameters for the split's sizes, then `_fit(split)` trains.
 - `score(users) -> Tensor[B, I]`: the one required hook; finite for warm and cold items.
+- `rank_scores(users)`: `score` plus the cold-user rule (training popularity when `cold_users == "none"`);
+  `recommend` and the evaluator rank with it.
 - `recommend(...)` is written once, here. `save(dir)` / `load(dir)` round-trip exactly.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +38,9 @@ class Recommender(nn.Module):
     Config: ClassVar[type] = NoConfig
     #: "none" when the model has no learnt representation for cold items (it then scores them by a documented rule).
     cold_items: ClassVar[str] = "content"
+    #: "none" when the model has no representation of a user without training interactions: `rank_scores` then
+    #: ranks such users by training popularity. Other values name why the scores are meaningful for them anyway.
+    cold_users: ClassVar[str] = "none"
     #: Hyperparameter -> values that `coldstart tune` searches by default (empty: nothing to tune).
     search_space: ClassVar[dict[str, list]] = {}
 
@@ -45,6 +51,10 @@ class Recommender(nn.Module):
         if unknown:
             raise DataError(f"unknown hyperparameter {unknown[0]!r} for {self.name} (allowed: "
                             f"{', '.join(sorted(fields)) or 'none'})", field=unknown[0])
+        from coldstart.settings import check_values
+
+        # Types first: the Config's own range checks would crash on "abc" or a list.
+        check_values(hyper, self.Config, self.name)
         self.config = self.Config(**hyper)
         self.dims_: dict[str, int] = {}
         self.register_buffer("seen_indptr_", torch.zeros(1, dtype=torch.int64))
@@ -65,6 +75,35 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------------------
+    def rank_scores(self, users: Tensor) -> Tensor:
+        """Scores float [B, I] used for ranking: `score(users)`, with the documented rule for cold users.
+
+        When `cold_users == "none"`, rows of users without training interactions would be their untrained
+        initialisation (noise), so they are replaced by the training popularity of every item (interaction
+        counts from the seen-item buffers, so this also holds after `load`). The first fallback is logged
+        with the number of such users in the model.
+
+        Args:
+            users: int64 [B] user indices.
+        """
+        scores = self.score(users)  # [B, I]
+        if self.cold_users != "none":
+            return scores
+        counts = self.seen_indptr_[1:] - self.seen_indptr_[:-1]  # [U] training interactions per user
+        cold = counts[users] == 0  # [B]
+        if not cold.any():
+            return scores
+        popularity = torch.bincount(self.seen_indices_, minlength=scores.shape[1]).to(scores.dtype)  # [I]
+        scores = scores.clone()
+        scores[cold] = popularity
+        if not getattr(self, "_cold_users_logged", False):
+            self._cold_users_logged = True
+            logging.getLogger("coldstart").warning(
+                "%s has no representation of users without training interactions (cold_users='none'): "
+                "%d of %d users are ranked by training item popularity", self.name,
+                int((counts == 0).sum()), len(counts))
+        return scores
+
     def dims_for(self, split: Split) -> dict[str, int]:
         """The sizes `build` needs; models with content add feature widths."""
         return {"n_users": split.n_users, "n_items": split.n_items}
@@ -112,14 +151,14 @@ class Recommender(nn.Module):
 
         self.eval()
         users = torch.as_tensor(users, dtype=torch.int64)
-        scores = self.score(users).float().clone()  # [B, I]
+        scores = self.rank_scores(users).float().clone()  # [B, I]
         if candidates is not None:
             keep = torch.zeros(scores.shape[1], dtype=torch.bool)
             keep[torch.as_tensor(candidates)] = True
             scores[:, ~keep] = float("-inf")
         if exclude_seen:
             scores[self.seen_mask(users)] = float("-inf")
-        top, valid = topk_deterministic(scores, k)
+        top, valid = topk_deterministic(scores, k, users)  # ties broken per user
         top_scores = torch.gather(scores, 1, top)
         return torch.where(valid, top, -1), top_scores
 

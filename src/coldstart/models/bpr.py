@@ -25,13 +25,15 @@ class TrainedConfig:
     Attributes:
         dim_E: embedding size.
         l_r: Adam learning rate.
-        reg_weight: weight of the squared L2 norm of the batch's id embeddings.
+        reg_weight: weight of the squared L2 norm of the batch's id embeddings (CLCRec: the official mean norm).
         num_neg: negatives per positive.
         batch_size: positive pairs per batch.
         num_epoch: most epochs.
         patience: early stopping after this many epochs without a better validation recall.
         min_epochs: no early stop before this many epochs (Xavier-initialised tables sit on a plateau first).
         valid_k: K of the validation recall@K used for early stopping.
+        valid_scenario: the validation scenario early stopping watches, "all", "warm" or "cold" (the metric
+            key in the history stays valid_recall@K); two-stage models choose per stage (models/pretrained.py).
     """
 
     dim_E: int = 64
@@ -43,9 +45,12 @@ class TrainedConfig:
     patience: int = 10
     min_epochs: int = 20
     valid_k: int = 20
+    valid_scenario: str = "all"
 
     def __post_init__(self) -> None:
         check_positive(self, "dim_E", "l_r", "num_neg", "batch_size", "num_epoch", "patience", "valid_k")
+        if self.valid_scenario not in ("all", "warm", "cold"):
+            raise DataError(f"must be all, warm or cold, got {self.valid_scenario!r}", field="valid_scenario")
         if self.reg_weight < 0:
             raise DataError(f"must be >= 0, got {self.reg_weight}", field="reg_weight")
 

@@ -1,13 +1,15 @@
 """CLCRec: Contrastive Learning for Cold-Start Recommendation (Wei et al., ACM MM 2021).
 
-    L = lambda * L_RE + (1 - lambda) * L_UI + eta * ||Theta||^2                                   (Eq. 5)
+    L = lambda * L_RE + (1 - lambda) * L_UI + eta * ||Theta||                                     (Eq. 5)
     L_UI = -E_(u,i) ln g(z_u, z_i) / (g(z_u, z_i) + sum_k g(z_u, z_jk)),  g = exp(z_u . z_i / tau)    (Eq. 10)
     L_RE = -E_i ln h(z_i, f_i) / (h(z_i, f_i) + sum_k h(z_i, f_jk)),      h = exp(cos(z_i, f_j) / tau) (Eq. 12)
     f_i = W2 leaky_relu(W1 x_i + b1) + b2                                                          (Eq. 11)
 
 z comes from the CF encoder (encoder="mf": CEN_MF, "lightgcn": CEN_GCN). Hybrid contrastive training: in
-L_UI each item slot uses f instead of z with probability rho (num_sample). At inference users use z_u, warm
-items z_i and cold items f_i. docs/models/clcrec.md maps every equation to this code.
+L_UI item slots use f instead of z, each with probability rho (hybrid="per_slot"), or int(N rho) slots drawn with
+replacement as the official code does (hybrid="official", effective rate 1 - e^-rho). ||Theta|| is the official
+regulariser: the mean L2 norm (not squared) of the batch's user rows plus that of its item slots, halved. At
+inference users use z_u, warm items z_i and cold items f_i. docs/models/clcrec.md maps every equation to this code.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ from coldstart.models.embedding import ENCODERS, compact, rows
 from coldstart.nn.losses import info_nce
 
 
+HYBRID = ("per_slot", "official")
+
+
 @dataclasses.dataclass(frozen=True)
 class CLCRecConfig(ContentConfig):
-    """Hyperparameters under the official names; defaults from the official README's Movielens command.
+    """Hyperparameters under the official names and meanings; defaults from the official README's Movielens
+    command except num_sample 0.2 (0.5 there), chosen on ml-100k's validation split (docs/models/clcrec.md).
 
     The shared training settings (dim_E, l_r, batch_size, num_epoch, patience, min_epochs, valid_k) are
     documented in TrainedConfig, the content ones (hidden, has_v / has_a / has_t, modalities) in ContentConfig;
-    here reg_weight is eta, num_neg is K of L_UI, batch_size is 256.
+    here reg_weight is eta (weight of the official mean-norm regulariser, see `CLCRec.regularizer`), num_neg is
+    K of L_UI, batch_size is 256.
 
     Attributes:
         encoder: CF encoder, "mf" (CEN_MF) or "lightgcn" (CEN_GCN).
@@ -39,7 +46,9 @@ class CLCRecConfig(ContentConfig):
             that many other training items per anchor.
         lr_lambda: lambda, weight of L_RE (1 - lambda weighs L_UI).
         temp_value: tau, temperature of both density ratios.
-        num_sample: rho, probability that an item slot of L_UI uses its feature representation.
+        num_sample: rho, the share of item slots of L_UI that use their feature representation.
+        hybrid: how slots are chosen: "per_slot", each independently with probability rho; "official",
+            int(N rho) of the batch's N slots drawn with replacement (distinct share 1 - e^-rho).
     """
 
     reg_weight: float = 0.1
@@ -50,7 +59,8 @@ class CLCRecConfig(ContentConfig):
     num_neg_re: int | None = None
     lr_lambda: float = 0.5
     temp_value: float = 2.0
-    num_sample: float = 0.5
+    num_sample: float = 0.2
+    hybrid: str = "per_slot"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +68,8 @@ class CLCRecConfig(ContentConfig):
             raise DataError(f"unknown encoder {self.encoder!r} (use {', '.join(ENCODERS)})", field="encoder")
         check_positive(self, "temp_value")
         check_fraction(self, "lr_lambda", "num_sample")
+        if self.hybrid not in HYBRID:
+            raise DataError(f"unknown hybrid {self.hybrid!r} (use {', '.join(HYBRID)})", field="hybrid")
         if self.num_neg_re is not None and self.num_neg_re < 1:
             raise DataError(f"must be >= 1 or null, got {self.num_neg_re}", field="num_neg_re")
         if self.n_layers < 0:
@@ -87,6 +99,37 @@ class CLCRec(ContentRecommender):
             same = out == anchors[:, None]
         return out
 
+    def hybrid_swap(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        """bool [B, 1 + K]: the L_UI slots that use f instead of z.
+
+        "per_slot": each slot independently with probability rho. "official": int(N rho) flat slot indices
+        (row-major over the N = B (1 + K) slots) drawn uniformly with replacement, as the official code
+        does, so repeats make the swapped share about 1 - e^-rho, not rho.
+        """
+        rho = self.config.num_sample
+        if self.config.hybrid == "per_slot":
+            return torch.rand(shape, generator=generator) < rho
+        n = shape[0] * shape[1]
+        drawn = torch.randint(n, (int(n * rho),), generator=generator)  # [int(N rho)], repeats allowed
+        swap = torch.zeros(n, dtype=torch.bool)
+        swap[drawn] = True
+        return swap.view(shape)
+
+    def regularizer(self, users: Tensor, items: Tensor) -> Tensor:
+        """The official ||Theta||: (mean ||e_u|| over the batch's users + mean ||e_j|| over its item slots) / 2.
+
+        Plain L2 norms of the id embeddings (not squared), so `reg_weight` has its official meaning. The
+        official code repeats each user once per slot, which leaves the user mean unchanged.
+
+        Args:
+            users: int64 [B]; items: int64 [B, 1 + K].
+        """
+        def mean_norm(table: Tensor, idx: Tensor) -> Tensor:
+            unique, _, counts = compact(idx, len(table))  # each distinct row once, weighted by its count
+            return (torch.linalg.vector_norm(rows(table, unique), dim=-1) * counts).sum() / idx.numel()
+
+        return (mean_norm(self.user_embedding, users) + mean_norm(self.item_embedding, items)) / 2
+
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """Eq. 5 on one batch of positive pairs, with hybrid contrastive training in L_UI.
 
@@ -109,8 +152,8 @@ class CLCRec(ContentRecommender):
         z_users, z_items = self.encode()
         z_u = rows(z_users, users)  # [B, D]
         z = rows(z_items, unique)  # [n, D]
-        # L_UI with hybrid training: slot (b, k) uses f instead of z with probability rho.
-        swap = torch.rand(items.shape, generator=generator) < cfg.num_sample  # [B, 1 + K]
+        # L_UI with hybrid training: slot (b, k) uses f instead of z where `swap` is set.
+        swap = self.hybrid_swap(items.shape, generator)  # [B, 1 + K]
         by_z = torch.gather(z_u @ z.T, 1, slot_ui)  # [B, 1 + K] z_u . z_j
         by_f = torch.gather(z_u @ f.T, 1, slot_ui)  # [B, 1 + K] z_u . f_j
         loss_ui = info_nce(torch.where(swap, by_f, by_z) / cfg.temp_value)

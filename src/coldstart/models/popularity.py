@@ -19,6 +19,8 @@ class Popularity(Recommender):
 
     name = "pop"
     cold_items = "none"
+    #: Scores do not depend on the user, so a user without training interactions is ranked like any other.
+    cold_users = "popularity"
 
     def build(self, dims: dict[str, int]) -> None:
         self.register_buffer("popularity_", torch.zeros(dims["n_items"]))

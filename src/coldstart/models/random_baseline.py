@@ -21,6 +21,9 @@ class RandomScores(Recommender):
 
     name = "random"
     Config = RandomConfig
+    #: Scores never depend on training, so a cold user's random ranking is as meaningful as a warm user's:
+    #: the popularity fallback would turn the floor into pop for them.
+    cold_users = "random"
 
     def build(self, dims: dict[str, int]) -> None:
         gen = torch.Generator().manual_seed(self.config.seed)
