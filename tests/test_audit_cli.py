@@ -61,12 +61,19 @@ def assert_one_error_line(code: int, err: str, *fragments: str) -> None:
 
 # -- item 11: Ctrl-C ---------------------------------------------------------------------------------------
 
+def default_sigint() -> None:
+    """Give the child the default SIGINT action: a shell starts background jobs (`make test &`, a CI script run
+    in the background) with SIGINT ignored, and Python then never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_a_training_run_exits_130_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "coldstart.cli", "run", "--dataset", "synthetic", "--model",
                              "mf_bpr", "--set", "num_epoch=1000", "--set", "patience=1000", "--output", str(out),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not (out / "checkpoint").is_dir() or not any((out / "checkpoint").iterdir()):
         assert proc.poll() is None, "the run ended before it could be interrupted"
