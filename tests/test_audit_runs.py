@@ -320,3 +320,14 @@ def test_metrics_say_how_cold_entities_are_scored(tmp_path):
         assert "cold users are scored by training popularity" in metrics["note"]
     assert "no representation for cold items" in metrics["note"]
     assert json.loads((tmp_path / "u" / "metrics.json").read_text())["note"] == metrics["note"]
+
+
+def test_python_callers_get_typed_split_and_data_errors_before_any_folder(tmp_path):
+    """experiments.run checks split and loader settings itself, not only through the CLI."""
+    from coldstart.errors import DataError
+    from coldstart.experiments import RunConfig, run
+
+    for cfg in (RunConfig("synthetic", "pop", data={"bogus": 1}), RunConfig("synthetic", "pop", split={"cold_fraction": "abc"})):
+        with pytest.raises(DataError):
+            run(cfg, tmp_path / "out")
+        assert not (tmp_path / "out").exists()

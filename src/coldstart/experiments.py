@@ -111,6 +111,10 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
     if cfg.model not in MODELS:
         raise DataError(f"unknown model {cfg.model!r} (use {', '.join(MODELS)})", field="model")
     model = MODELS[cfg.model](**cfg.hyper)  # validates hyperparameters before any work
+    from coldstart.settings import check_data, check_split
+
+    check_data(cfg.dataset, cfg.data)  # the CLI checks these too; Python callers get the same one-line errors
+    check_split(cfg.protocol, cfg.split)
     out = Path(output)
     problem = replace_problem(out, overwrite)  # before the lock creates the marker in someone's folder
     if problem is not None:
