@@ -187,3 +187,93 @@ def test_sampled_ranking_matches_naive_reference(synthetic_split):
     negs = sample_negatives(split.test.users, 30, split.n_items, keys, np.random.default_rng(0), candidates=pool)
     assert not every[np.repeat(split.test.users, 30), negs.ravel()].any()
     assert np.isin(negs, pool).all()
+
+
+# -- topk_deterministic against the packed-key reference ---------------------------------------------------------
+
+def packed_key_topk(scores: torch.Tensor, k: int, users: torch.Tensor | None = None):
+    """The implementation before the float-topk fast path, kept as the reference: one int64 topk over the whole
+    [B, I] matrix of (order-preserving int32 score << 32) | (2**31 - 1 - tie rank)."""
+    n_rows, n = scores.shape
+    if users is None:
+        users = torch.zeros(n_rows, dtype=torch.int64)
+    k = min(k, n)
+    s = scores.float() + 0.0
+    bits = s.view(torch.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    tie = tie_rank(users[:, None], torch.arange(n)[None, :])
+    keys = (ordered.to(torch.int64) << 32) | (M31 - tie)
+    top = torch.topk(keys, k, dim=1, sorted=True).indices
+    return top, torch.gather(s, 1, top) > float("-inf")
+
+
+def tie_heavy_scores(rng: np.random.Generator, n_rows: int, n_items: int) -> torch.Tensor:
+    """Scores full of ties: few integer levels (a random number per case), whole constant rows, -inf blocks and
+    scattered -inf (some rows with fewer finite items than k, some all -inf), -0.0 next to +0.0, +inf."""
+    levels = int(rng.integers(1, 6))
+    out = rng.integers(-levels, levels + 1, size=(n_rows, n_items)).astype(np.float32)
+    if rng.random() < 0.3:  # some rows continuous: ties only by accident
+        cont = rng.random(n_rows) < 0.5
+        out[cont] = rng.standard_normal((int(cont.sum()), n_items)).astype(np.float32)
+    out[rng.random(n_rows) < 0.2] = rng.integers(-2, 3)  # constant rows (a constant model)
+    out[out == 0] = np.where(rng.random(int((out == 0).sum())) < 0.5, -0.0, 0.0)
+    out[rng.random((n_rows, n_items)) < rng.random() * 0.6] = -np.inf  # scattered exclusions
+    if n_items > 1:
+        lo = int(rng.integers(0, n_items))
+        out[:, lo : lo + int(rng.integers(1, n_items))] = -np.inf  # a block of excluded items (e.g. warm items)
+    out[rng.random(n_rows) < 0.1] = -np.inf  # rows with nothing left to recommend
+    out[rng.random((n_rows, n_items)) < 0.02] = np.inf
+    return torch.from_numpy(out)
+
+
+def test_topk_deterministic_equals_the_packed_key_reference_on_heavy_ties():
+    rng = np.random.default_rng(0)
+    for case in range(400):
+        n_rows = int(rng.integers(0, 40))
+        n_items = int(rng.integers(1, 90))
+        scores = tie_heavy_scores(rng, n_rows, n_items)
+        users = None if case % 4 == 0 else torch.from_numpy(rng.integers(0, 2**31, n_rows))
+        for k in {1, int(rng.integers(1, n_items + 1)), n_items - 1, n_items, n_items + 3} - {0}:
+            top, valid = topk_deterministic(scores, k, users)
+            ref_top, ref_valid = packed_key_topk(scores, k, users)
+            assert top.dtype == torch.int64 and valid.dtype == torch.bool
+            assert torch.equal(top, ref_top), (case, k)
+            assert torch.equal(valid, ref_valid), (case, k)
+
+
+def test_topk_deterministic_equals_the_reference_at_evaluation_size():
+    """2048 rows as the evaluator uses: mostly distinct scores, with injected ties above, at and below the
+    k-th score, rows whose finite items are fewer than k, and constant rows."""
+    rng = np.random.default_rng(1)
+    scores = torch.from_numpy(rng.standard_normal((2048, 700)).astype(np.float32))
+    scores[::7, 100:400] = 2.5  # a tie run that holds the whole list
+    scores[1::7] = scores[1::7].round()  # integer levels: the cut falls inside a tie run
+    scores[2::7, 10:] = float("-inf")  # 10 finite items for k = 20: the list ends among -inf
+    scores[3::7] = 0.0
+    scores[3::7, ::2] = -0.0  # -0.0 and +0.0 tie
+    scores[4::7, :40] = 3.0  # 40 tied items above every other, k = 20 of them listed
+    scores[5::7, :5] = 3.0  # 5 tied items above the cut: ordered by tie rank, all listed
+    users = torch.from_numpy(rng.permutation(10_000)[:2048])
+    for k in (1, 10, 20, 100):
+        top, valid = topk_deterministic(scores, k, users)
+        ref_top, ref_valid = packed_key_topk(scores, k, users)
+        assert torch.equal(top, ref_top) and torch.equal(valid, ref_valid), k
+
+
+def test_topk_deterministic_reads_float64_scores_as_float32():
+    """Doubles that differ only below float32 precision tie, as they did in the packed-key ranking."""
+    scores = torch.tensor([[1.0, 1.0 + 1e-12, 1.0 - 1e-12, 0.5, 1.0]], dtype=torch.float64)
+    for k in range(1, 6):
+        assert torch.equal(topk_deterministic(scores, k, torch.tensor([3]))[0],
+                           packed_key_topk(scores, k, torch.tensor([3]))[0])
+
+
+def test_topk_deterministic_degenerate_shapes():
+    top, valid = topk_deterministic(torch.zeros(0, 5), 3)
+    assert top.shape == valid.shape == (0, 3)
+    top, valid = topk_deterministic(torch.zeros(2, 0), 3)
+    assert top.shape == valid.shape == (2, 0)
+    top, valid = topk_deterministic(torch.full((2, 4), float("-inf")), 2)
+    assert not valid.any() and torch.equal(top, packed_key_topk(torch.full((2, 4), float("-inf")), 2)[0])
+    with pytest.raises(ValueError, match="k must be non-negative"):
+        topk_deterministic(torch.zeros(2, 4), -1)
