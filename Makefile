@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluate.py
 	$(PY) benchmarks/bench_clcrec.py
 	$(PY) benchmarks/bench_features.py --dataset ml-100k
+	$(PY) benchmarks/bench_content_sim.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
