@@ -102,3 +102,22 @@ def test_per_slot_hybrid_swaps_each_slot_with_probability_rho(synthetic_split):
 def test_unknown_hybrid_is_a_data_error():
     with pytest.raises(DataError, match="unknown hybrid 'both'"):
         MODELS["clcrec"](hybrid="both")
+
+
+def test_clcrec_warns_when_the_ui_loss_never_leaves_its_starting_value(synthetic_split, caplog):
+    """The official mean-norm regulariser can pin the id embeddings at zero (a huge reg_weight here); say so."""
+    import math
+
+    from coldstart.experiments import seed_everything
+    from coldstart.models import MODELS
+
+    start = math.log(1 + 8)
+    frozen = [{"ui": start + 1e-4}] * 5
+    model = MODELS["clcrec"](num_neg=8)
+    assert "not learning" in model.training_warning(frozen)
+    assert model.training_warning(frozen[:4]) is None  # too early to tell
+    assert model.training_warning([{"ui": start - 0.05}] + frozen[1:]) is None  # it moved once: learning
+    seed_everything(0)
+    with caplog.at_level("WARNING", logger="coldstart"):
+        MODELS["clcrec"](num_neg=8, reg_weight=1000.0, num_epoch=6, min_epochs=6, batch_size=4096).fit(synthetic_split)
+    assert sum("U-I loss is still ln(1 + num_neg)" in r.message for r in caplog.records) == 1

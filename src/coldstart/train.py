@@ -277,7 +277,7 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
         log.info("resumed from %s after epoch %d (best epoch %s)", used, start, best_epoch)
         if stops_early(cfg, bad, start):
             start = cfg.num_epoch  # it had already stopped early
-    warned = False
+    warned = stuck_warned = False
     with _progress(opts.progress) as bars:
         for epoch in range(start, cfg.num_epoch):
             tick = time.perf_counter()
@@ -310,6 +310,12 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
             else:
                 bad += 1
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v}" for k, v in record.items() if k != "epoch"))
+            stuck = getattr(model, "training_warning", lambda h: None)(history)
+            if stuck and not stuck_warned:  # e.g. a loss that never left its starting value: say so, once
+                log.warning(stuck)
+                if opts.status is not None:
+                    opts.status(f"warning: {stuck}")
+                stuck_warned = True
             if opts.progress:
                 bars.console.print(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f}, valid recall@"
                                    f"{cfg.valid_k} {'-' if valid is None else f'{valid:.4f}'}"

@@ -15,6 +15,8 @@ inference users use z_u, warm items z_i and cold items f_i. docs/models/clcrec.m
 from __future__ import annotations
 
 import dataclasses
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -98,6 +100,21 @@ class CLCRec(ContentRecommender):
             out[same] = pool[torch.randint(len(pool), (int(same.sum()),), generator=generator)]
             same = out == anchors[:, None]
         return out
+
+    def training_warning(self, history: list[dict]) -> str | None:
+        """A warning when L_UI has not left its starting value ln(1 + K) for the first 5 epochs, else None.
+
+        The official regulariser is a mean norm: its pull toward zero has the same size however small the id
+        embeddings are, so a large `reg_weight` with few steps per epoch (a large batch) or a small 1 - lambda can
+        hold them at zero, where every U-I logit is equal (docs/results.md, Figure 7 and CiteULike-a).
+        """
+        start = math.log(1 + self.config.num_neg)
+        first = [record.get("ui") for record in history[:5]]
+        if len(first) < 5 or any(v is None or abs(v - start) > 0.005 for v in first):
+            return None
+        return (f"clcrec: the U-I loss is still ln(1 + num_neg) = {start:.4f} after 5 epochs: the id embeddings are "
+                f"not learning (reg_weight={self.config.reg_weight} may hold them at zero; try a smaller reg_weight "
+                f"or batch_size)")
 
     def hybrid_swap(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
         """bool [B, 1 + K]: the L_UI slots that use f instead of z.
