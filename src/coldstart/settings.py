@@ -153,23 +153,19 @@ def check_split(protocol: str, params: dict[str, Any], path: str | Path | None =
 
 
 def loader_of(name: str) -> Callable:
-    """The loader function `load_dataset(name)` will call (mirrors loaders.load_folder's choice for folders).
+    """The loader function `load_dataset(name)` will call (for a folder, `loaders.folder_loader`'s choice).
 
     Raises:
         DataError: neither a known dataset nor a folder.
     """
-    from coldstart.data.loaders import LOADERS, clcrec_official, recbole, tabular
+    from coldstart.data.loaders import LOADERS, folder_loader
 
     if name in LOADERS:
         return LOADERS[name][0]
     folder = Path(name)
     if not folder.is_dir():
         raise DataError(f"unknown dataset '{name}' (known: {', '.join(sorted(LOADERS))}; or give a folder path)")
-    if list(folder.glob("*.inter")):
-        return recbole.load
-    if (folder / "train.npy").exists():
-        return clcrec_official.load
-    return tabular.load
+    return folder_loader(folder)
 
 
 def check_data(dataset: str, options: dict[str, Any], path: str | Path | None = None) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 from coldstart.errors import DataError
 from coldstart.models.bpr import check_fraction, check_positive
 from coldstart.models.content import ContentConfig, ContentRecommender
-from coldstart.models.embedding import ENCODERS, compact, rows
+from coldstart.models.embedding import ENCODERS, batch_mean, compact, rows
 from coldstart.nn.losses import info_nce
 
 
@@ -141,11 +141,8 @@ class CLCRec(ContentRecommender):
         Args:
             users: int64 [B]; items: int64 [B, 1 + K].
         """
-        def mean_norm(table: Tensor, idx: Tensor) -> Tensor:
-            unique, _, counts = compact(idx, len(table))  # each distinct row once, weighted by its count
-            return (torch.linalg.vector_norm(rows(table, unique), dim=-1) * counts).sum() / idx.numel()
-
-        return (mean_norm(self.user_embedding, users) + mean_norm(self.item_embedding, items)) / 2
+        norm = lambda r: torch.linalg.vector_norm(r, dim=-1)  # noqa: E731
+        return (batch_mean(self.user_embedding, users, norm) + batch_mean(self.item_embedding, items, norm)) / 2
 
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """Eq. 5 on one batch of positive pairs, with hybrid contrastive training in L_UI.

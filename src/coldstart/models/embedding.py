@@ -31,6 +31,13 @@ def rows(table: Tensor, ids: Tensor) -> Tensor:
     return table.index_select(0, ids.flatten()).view(*ids.shape, table.shape[-1])
 
 
+def batch_mean(table: Tensor, idx: Tensor, per_row) -> Tensor:
+    """Mean of per_row(table[i]) over the batch's indices idx (any shape), computed once per distinct row and
+    weighted by how often it occurs: the same value as per_row(table[idx]).mean(), with less memory."""
+    unique, _, counts = compact(idx, len(table))
+    return (per_row(rows(table, unique)) * counts).sum() / idx.numel()
+
+
 def compact(ids: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
     """torch.unique(ids, return_inverse=True, return_counts=True) for ids in [0, size), without sorting.
 
@@ -115,15 +122,9 @@ class EmbeddingRecommender(Recommender):
         return users, torch.cat([pos[:, None], negs], dim=1)
 
     def regularizer(self, users: Tensor, items: Tensor) -> Tensor:
-        """||Theta||^2 on the batch: mean squared norm of its user rows plus that of its item slots [B, 1 + K].
-
-        Computed once per distinct row, weighted by how often it occurs (same value, less memory).
-        """
-        def weighted(table: Tensor, idx: Tensor) -> Tensor:
-            unique, _, counts = compact(idx, len(table))
-            return (rows(table, unique).pow(2).sum(-1) * counts).sum() / idx.numel()
-
-        return weighted(self.user_embedding, users) + weighted(self.item_embedding, items)
+        """||Theta||^2 on the batch: mean squared norm of its user rows plus that of its item slots [B, 1 + K]."""
+        squared = lambda r: r.pow(2).sum(-1)  # noqa: E731
+        return batch_mean(self.user_embedding, users, squared) + batch_mean(self.item_embedding, items, squared)
 
     # -- inference ------------------------------------------------------------------------------------------
     def train(self, mode: bool = True):

@@ -67,10 +67,15 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
     return dataset
 
 
-def load_folder(path: Path, **options) -> Dataset:
-    """Load a folder by its format: RecBole atomic files, the official CLCRec layout, or generic tabular."""
+def folder_loader(path: Path) -> Callable[..., Dataset]:
+    """The loader of a folder's format: RecBole atomic files, the official CLCRec layout, or generic tabular."""
     if list(path.glob("*.inter")):
-        return recbole.load(path, **options)
+        return recbole.load
     if (path / "train.npy").exists():
-        return clcrec_official.load(path, **options)
-    return tabular.load(path, **options)
+        return clcrec_official.load
+    return tabular.load
+
+
+def load_folder(path: Path, **options) -> Dataset:
+    """Load a folder by its format (`folder_loader`)."""
+    return folder_loader(path)(path, **options)
