@@ -13,8 +13,19 @@ from coldstart.models import MODELS, Recommender
 
 
 #: Small budgets so the trained models fit in a second; the contract does not depend on quality.
-FAST = {"mf_bpr": {"num_epoch": 2}, "lightgcn": {"num_epoch": 2, "n_layers": 2},
-        "clcrec": {"num_epoch": 2, "num_neg": 8}, "duif": {"num_epoch": 2}, "vbpr": {"num_epoch": 2}, "deepmusic": {"num_epoch": 2}, "dropoutnet": {"num_epoch": 2}, "mtpr": {"num_epoch": 2}, "cb2cf": {"num_epoch": 2}, "heater": {"num_epoch": 2}}
+FAST = {
+    "mf_bpr": {"num_epoch": 2},
+    "lightgcn": {"num_epoch": 2, "n_layers": 2},
+    "clcrec": {"num_epoch": 2, "num_neg": 8},
+    "duif": {"num_epoch": 2},
+    "vbpr": {"num_epoch": 2},
+    "deepmusic": {"num_epoch": 2},
+    "dropoutnet": {"num_epoch": 2},
+    "mtpr": {"num_epoch": 2},
+    "cb2cf": {"num_epoch": 2},
+    "heater": {"num_epoch": 2},
+    # one line per model, so that models added in parallel never edit the same line
+}
 
 
 @pytest.fixture(params=sorted(MODELS))

@@ -206,6 +206,31 @@ def make_adam(parameters, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(parameters, lr=lr)
 
 
+def make_optimizer(model) -> torch.optim.Optimizer:
+    """The model's own optimizer when it defines `make_optimizer()` (CIERec's Adagrad), else Adam at `config.l_r`.
+
+    Each param group remembers its base rate as "base_lr", which `set_learning_rate` scales.
+    """
+    own = getattr(model, "make_optimizer", None)
+    optimizer = own() if own is not None else make_adam(model.parameters(), model.config.l_r)
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+    return optimizer
+
+
+def set_learning_rate(model, optimizer: torch.optim.Optimizer, progress: float) -> None:
+    """Scale every group's base rate by `model.lr_scale(progress)` (progress in epochs, e.g. 2.5), if defined.
+
+    The schedule is a pure function of progress, so a resumed run sets exactly the rate it would have had.
+    """
+    schedule = getattr(model, "lr_scale", None)
+    if schedule is None:
+        return
+    scale = float(schedule(progress))
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * scale
+
+
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -216,7 +241,8 @@ def _progress(enabled: bool):
 
 
 def train_epoch(model, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                on_batch: Callable[[int, int, dict[str, float]], None] | None = None) -> tuple[dict[str, float], int]:
+                on_batch: Callable[[int, int, dict[str, float]], None] | None = None,
+                epoch: int = 0) -> tuple[dict[str, float], int]:
     """One pass over the model's batches: loss, backward, Adam step.
 
     Args:
@@ -224,6 +250,7 @@ def train_epoch(model, optimizer: torch.optim.Optimizer, generator: torch.Genera
         optimizer: its optimizer.
         generator: the epoch's random generator (negatives, hybrid swaps).
         on_batch: called with (batches done, total, loss parts) after every step.
+        epoch: 0-based epoch number, for models with a learning-rate schedule (`lr_scale`).
 
     Returns:
         (sum of each loss part over the batches, number of batches).
@@ -232,6 +259,7 @@ def train_epoch(model, optimizer: torch.optim.Optimizer, generator: torch.Genera
     batches = model.batches(generator)
     sums: dict[str, float] = {}
     for done, batch in enumerate(batches, 1):
+        set_learning_rate(model, optimizer, epoch + (done - 1) / max(len(batches), 1))
         loss, parts = model.loss(batch, generator)
         if not torch.isfinite(loss):
             raise DataError(f"loss became {loss.item()}; lower l_r or check the features", field="loss")
@@ -256,7 +284,7 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
     clock = time.perf_counter()
     scenario = resolve_scenario(model, opts)
     model.prepare(split)
-    optimizer = make_adam(model.parameters(), cfg.l_r)
+    optimizer = make_optimizer(model)
     path = Path(opts.checkpoint_dir) / CHECKPOINT if opts.checkpoint_dir else None
     seed = opts.seed if opts.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
     start, best, best_epoch, best_state, bad, history, carried = 0, -math.inf, None, None, 0, [], 0.0
@@ -287,7 +315,7 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
             def advance(done: int, total: int, parts: dict[str, float]) -> None:
                 bars.update(task, completed=done, total=total, info=f"loss {parts['loss']:.4f}")
 
-            sums, n_batches = train_epoch(model, optimizer, generator, advance)
+            sums, n_batches = train_epoch(model, optimizer, generator, advance, epoch)
             bars.remove_task(task)
             model.eval()
             valid, scored = _validation(model, split, scenario, cfg.valid_k)
