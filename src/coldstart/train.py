@@ -11,6 +11,10 @@ from the checkpoint of epoch e replays epoch e + 1 exactly as an uninterrupted r
 Checkpoint: one file written atomically after every epoch (model, optimizer, best state, history, training
 seconds so far); the one before it is kept as checkpoint.prev.pt, so a damaged newest file (a full disk, a bad
 copy) costs one epoch, loudly, and an interrupted run loses at most its current epoch.
+Distributed (under torchrun, see distributed.py): every rank draws the same epoch and trains on its slice of each
+global batch through DistributedDataParallel; rank 0 alone validates, decides early stopping (broadcast to the
+others), writes checkpoints and logs. `config.batch_size` stays the global batch, so N processes follow the
+single-process optimisation (same steps, same learning rate) and differ only in the random draws inside the loss.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from coldstart import distributed
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
 from coldstart.models.base import atomic_torch_save
@@ -242,34 +247,51 @@ def _progress(enabled: bool):
 
 def train_epoch(model, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 on_batch: Callable[[int, int, dict[str, float]], None] | None = None,
-                epoch: int = 0) -> tuple[dict[str, float], int]:
+                epoch: int = 0, ddp: torch.nn.Module | None = None,
+                loss_generator: torch.Generator | None = None) -> tuple[dict[str, float], int]:
     """One pass over the model's batches: loss, backward, Adam step.
 
     Args:
         model: a prepared trainable model.
         optimizer: its optimizer.
-        generator: the epoch's random generator (negatives, hybrid swaps).
+        generator: the epoch's random generator (batch order; negatives and hybrid swaps unless loss_generator).
         on_batch: called with (batches done, total, loss parts) after every step.
         epoch: 0-based epoch number, for models with a learning-rate schedule (`lr_scale`).
+        ddp: the model wrapped by `distributed.wrap` when training distributed: each step then runs on this rank's
+            shard of the global batch, its loss weighted by the shard's share (distributed.shard).
+        loss_generator: the generator of the draws inside the loss (default: `generator`); distributed ranks
+            get their own (distributed.loss_generator).
 
     Returns:
-        (sum of each loss part over the batches, number of batches).
+        (sum of each loss part over the batches, number of batches); distributed, each batch's part is the global
+        batch's (the ranks' parts weighted by their shares and summed over the ranks).
     """
-    model.train()
-    batches = model.batches(generator)
+    (ddp or model).train()
+    batches = model.batches(generator)  # the same global batches on every rank: same generator, same draws
+    draws = generator if loss_generator is None else loss_generator
+    world = distributed.world_size() if ddp is not None else 1
     sums: dict[str, float] = {}
     for done, batch in enumerate(batches, 1):
         set_learning_rate(model, optimizer, epoch + (done - 1) / max(len(batches), 1))
-        loss, parts = model.loss(batch, generator)
+        if ddp is None:
+            loss, parts = model.loss(batch, draws)
+            share = 1.0
+        else:
+            rows, weight = distributed.shard(batch)
+            loss, parts = ddp(rows, draws)
+            loss = loss * weight  # DDP averages the ranks' gradients: weight = share * world gives the global mean
+            share = weight / world
         if not torch.isfinite(loss):
             raise DataError(f"loss became {loss.item()}; lower l_r or check the features", field="loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         for key, value in parts.items():
-            sums[key] = sums.get(key, 0.0) + value
+            sums[key] = sums.get(key, 0.0) + value * share
         if on_batch is not None:
             on_batch(done, len(batches), parts)
+    if ddp is not None:
+        sums = distributed.sum_dict(sums)
     return sums, len(batches)
 
 
@@ -278,20 +300,30 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
 
     Sets model.best_epoch_ (1-based, None without validation data), model.history_ (list of dicts) and
     model.train_seconds_ (seconds of this fit, including those of the processes it resumed).
+
+    Under torchrun (a process group of several ranks, distributed.py) every rank calls `fit` with the same model and
+    split: rank 0 reads the checkpoint to resume from and sends it to the others, validates after each epoch and
+    sends the score, and alone writes checkpoints, logs and status lines; the others train their shards and make the
+    same early-stopping decisions from rank 0's scores.
     """
     opts = options or TrainOptions()
     cfg = model.config
     clock = time.perf_counter()
+    main = distributed.is_main()
+    say = opts.status if main else None  # one voice: rank 0's
     scenario = resolve_scenario(model, opts)
     model.prepare(split)
     optimizer = make_optimizer(model)
     path = Path(opts.checkpoint_dir) / CHECKPOINT if opts.checkpoint_dir else None
     seed = opts.seed if opts.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+    # Rank 0's choices, on every rank: an unseeded rank draws its own seed, and a checkpoint a rank cannot see
+    # (no shared file system) must not split the ranks into resuming and fresh ones.
+    seed, resume = distributed.broadcast((seed, opts.resume))
     start, best, best_epoch, best_state, bad, history, carried = 0, -math.inf, None, None, 0, [], 0.0
-    if opts.resume:
+    if resume:
         if path is None:
             raise DataError("no checkpoint to resume from (no checkpoint folder given)")
-        ckpt, used = load_checkpoint(path.parent, opts.status)
+        ckpt, used = distributed.on_main(lambda: load_checkpoint(path.parent, say))
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -302,11 +334,19 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
         seed, start, bad, history = ckpt["seed"], ckpt["epoch"], ckpt["bad_epochs"], ckpt["history"]
         best, best_epoch, best_state = ckpt["best"], ckpt["best_epoch"], ckpt["best_state"]
         carried = float(ckpt.get("train_seconds", 0.0))  # absent in checkpoints written before it was stored
-        log.info("resumed from %s after epoch %d (best epoch %s)", used, start, best_epoch)
+        if main:
+            log.info("resumed from %s after epoch %d (best epoch %s)", used, start, best_epoch)
         if stops_early(cfg, bad, start):
             start = cfg.num_epoch  # it had already stopped early
+    ddp = None
+    if distributed.active() and start < cfg.num_epoch and any(p.requires_grad for p in model.parameters()):
+        unused = getattr(model, "ddp_find_unused_parameters", None)
+        if unused is None:
+            probe = model.batches(epoch_generator(seed, start))
+            unused = bool(len(probe)) and distributed.has_unused_parameters(model, probe[0])
+        ddp = distributed.wrap(model, unused)  # after the resume: DDP starts every rank from rank 0's parameters
     warned = stuck_warned = False
-    with _progress(opts.progress) as bars:
+    with _progress(opts.progress and main) as bars:
         for epoch in range(start, cfg.num_epoch):
             tick = time.perf_counter()
             generator = epoch_generator(seed, epoch)
@@ -315,17 +355,19 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
             def advance(done: int, total: int, parts: dict[str, float]) -> None:
                 bars.update(task, completed=done, total=total, info=f"loss {parts['loss']:.4f}")
 
-            sums, n_batches = train_epoch(model, optimizer, generator, advance, epoch)
+            draws = distributed.loss_generator(generator, seed, epoch) if ddp is not None else None
+            sums, n_batches = train_epoch(model, optimizer, generator, advance, epoch, ddp, draws)
             bars.remove_task(task)
             model.eval()
-            valid, scored = _validation(model, split, scenario, cfg.valid_k)
+            valid, scored = distributed.on_main(lambda: _validation(model, split, scenario, cfg.valid_k))
             if scored != scenario and not warned:
                 # Early stopping on another scenario than asked changes the selected epoch: say so once.
                 message = (f"early stopping: the validation split has no users in the {scenario} scenario; "
                            f"using valid recall@{cfg.valid_k} over all items instead")
-                log.warning(message)
-                if opts.status is not None:
-                    opts.status(f"warning: {message}")
+                if main:
+                    log.warning(message)
+                if say is not None:
+                    say(f"warning: {message}")
                 warned = True
             record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - tick, 3),
                       **{k: round(v / max(n_batches, 1), 6) for k, v in sums.items()},
@@ -337,24 +379,28 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad += 1
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v}" for k, v in record.items() if k != "epoch"))
+            if main:
+                log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v}" for k, v in record.items() if k != "epoch"))
             stuck = getattr(model, "training_warning", lambda h: None)(history)
             if stuck and not stuck_warned:  # e.g. a loss that never left its starting value: say so, once
-                log.warning(stuck)
-                if opts.status is not None:
-                    opts.status(f"warning: {stuck}")
+                if main:
+                    log.warning(stuck)
+                if say is not None:
+                    say(f"warning: {stuck}")
                 stuck_warned = True
-            if opts.progress:
+            if opts.progress and main:
                 bars.console.print(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f}, valid recall@"
                                    f"{cfg.valid_k} {'-' if valid is None else f'{valid:.4f}'}"
                                    f"{' *' if improved else ''} ({record['seconds']:.1f}s)")
-            if path is not None:
+            if path is not None and main:
                 save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "seed": seed,
                                  "epoch": epoch + 1, "bad_epochs": bad, "history": history, "best": best,
                                  "best_epoch": best_epoch, "best_state": best_state,
-                                 "train_seconds": carried + time.perf_counter() - clock}, path)
+                                 "train_seconds": carried + time.perf_counter() - clock,
+                                 "world_size": distributed.world_size()}, path)
             if stops_early(cfg, bad, epoch + 1):
-                log.info("early stop after epoch %d: no better validation recall for %d epochs", epoch + 1, bad)
+                if main:
+                    log.info("early stop after epoch %d: no better validation recall for %d epochs", epoch + 1, bad)
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
