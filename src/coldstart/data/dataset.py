@@ -178,6 +178,22 @@ def from_frame(
     )
 
 
+def from_indexed(name: str, user_ids: np.ndarray, item_ids: np.ndarray, users: np.ndarray, items: np.ndarray,
+                 timestamps: np.ndarray | None = None, ratings: np.ndarray | None = None,
+                 item_features: dict[str, tuple[list[str], Modality]] | None = None,
+                 user_features: dict[str, tuple[list[str], Modality]] | None = None,
+                 unknown_features: str = "drop", source: str | None = None) -> Dataset:
+    """A Dataset from interactions already indexed (data/columnar.py), aligning feature rows by raw id.
+
+    `user_ids` / `item_ids` must be sorted as `from_frame` sorts them (numerically for integer ids), so that the
+    same data gets the same index either way; the arrays are kept as given (e.g. memory-mapped, read-only).
+    """
+    return Dataset(name=name, user_ids=user_ids, item_ids=item_ids, users=users, items=items, timestamps=timestamps,
+                   ratings=ratings,
+                   item_features=_align_all(item_features or {}, item_ids, "item", unknown_features, source),
+                   user_features=_align_all(user_features or {}, user_ids, "user", unknown_features, source))
+
+
 def _sorted_ids(ids: np.ndarray) -> np.ndarray:
     """Sort raw ids numerically when all are integers (MovieLens), else lexically; return a str array."""
     ids = np.asarray(ids, dtype=str)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coldstart.data.dataset import Dataset, from_frame
+from coldstart.data.columnar import integer_ids, read_indexed
+from coldstart.data.dataset import Dataset, from_frame, from_indexed
 from coldstart.data.loaders.features_io import (FEATURE_SUFFIXES, parquet_ids, read_feature_file, read_parquet,
                                                 row_location)
 from coldstart.data.readers import check_duplicates, check_ids, read_header, read_table, require_file, threshold
@@ -83,13 +84,22 @@ def load(root: Path, min_rating: float | None = None, on_duplicate: str = "error
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
         raise DataError("missing required file interactions.csv (or interactions.parquet)", path=root)
-    frame = check_duplicates(read_interactions(path), path, header=True, on_duplicate=on_duplicate)
-    if "rating" in frame and min_rating is None:
+    indexed = None
+    if path.suffix.lower() == ".parquet" and min_rating is None and on_duplicate == "error" and integer_ids(path):
+        # Integer ids at scale: pyarrow -> memory-mapped index arrays, no string per row (data/columnar.py).
+        indexed = read_indexed(path)
+        known_ids = {"item": pd.Index(indexed.item_ids), "user": pd.Index(indexed.user_ids)}
+        has_rating = indexed.ratings is not None
+    else:
+        frame = check_duplicates(read_interactions(path), path, header=True, on_duplicate=on_duplicate)
+        has_rating = "rating" in frame
+        frame = threshold(frame, min_rating)
+        known_ids = {c: pd.Index(frame[c].astype(str).unique()) for c in ("item", "user")}
+    if has_rating and min_rating is None:
         log.info("%s: every row is a positive interaction (set data.min_rating to threshold the ratings)", path)
-    frame = threshold(frame, min_rating)
     feats: dict[str, dict] = {"items": {}, "users": {}}
     for kind, column in (("items", "item"), ("users", "user")):
-        known = pd.Index(frame[column].astype(str).unique())
+        known = known_ids[column]
         for file in sorted((root / kind).glob("*")):
             if file.suffix.lower() not in FEATURE_SUFFIXES:
                 continue
@@ -101,4 +111,8 @@ def load(root: Path, min_rating: float | None = None, on_duplicate: str = "error
                 raise DataError(f"feature row{words} for unknown {column} id {ids[row]} ({int(unknown.sum())} "
                                 "unknown in all)", path=where, line=line)
             feats[kind][file.stem] = (ids, modality)
+    if indexed is not None:
+        return from_indexed(root.name, indexed.user_ids, indexed.item_ids, indexed.users, indexed.items,
+                            indexed.timestamps, indexed.ratings, item_features=feats["items"],
+                            user_features=feats["users"], source=str(root))
     return from_frame(root.name, frame, item_features=feats["items"], user_features=feats["users"], source=str(root))
