@@ -4,6 +4,8 @@
     RUN/config.json        every resolved setting (dataset options, protocol parameters, hyperparameters, eval,
                            feature presets)
     RUN/features.json      one report per feature preset (sizes, items without content, timing, cache hit)
+    RUN/features/          the presets' fitted state and the raw modality descriptions (features/fitted.py), which
+                           turn a new item's raw content into the model's input exactly as in training
     RUN/split/             the split (train/valid/test.csv + meta.json)
     RUN/model/             the checkpoint (config.json + model.pt)
     RUN/metrics.json       {"dataset", "model", "protocol", "seed", "split_seed", "best_epoch", "train_seconds",
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coldstart import distributed
 from coldstart.data.loaders import load_dataset
 from coldstart.data.splits import Split, make_split
 from coldstart.errors import DataError
@@ -116,6 +119,8 @@ def run(cfg: RunConfig, output: str | Path, overwrite: bool = False,
     check_data(cfg.dataset, cfg.data)  # the CLI checks these too; Python callers get the same one-line errors
     check_split(cfg.protocol, cfg.split)
     out = Path(output)
+    if distributed.init_from_env() and not distributed.is_main():
+        return _follow_run(cfg, model, out)  # under torchrun: rank 0 alone owns the folder
     problem = replace_problem(out, overwrite)  # before the lock creates the marker in someone's folder
     if problem is not None:
         raise DataError(problem, path=out)
@@ -145,6 +150,9 @@ def _run_locked(cfg: RunConfig, model, out: Path, status: Callable[[str], None],
         f"splitting ({cfg.protocol}, split seed {split_seed}; model seed {cfg.seed})")
     split = make_split(dataset, cfg.protocol, seed=cfg.seed if split_seed is None else split_seed, **cfg.split)
     feature_reports = use_features(cfg, split, progress, say)
+    # The other ranks made their own split: same? (no-op in one process; after the features, which they then read
+    # from the cache instead of extracting them again)
+    distributed.check_same(split.fingerprint(), "split")
     if any(p.name != MARKER for p in out.iterdir()):
         say(f"replacing the previous contents of {out}")
     clear(out)
@@ -161,6 +169,7 @@ def _run_locked(cfg: RunConfig, model, out: Path, status: Callable[[str], None],
         _write_json(out / "config.json", resolved)
         if feature_reports:
             _write_json(out / "features.json", feature_reports)
+        save_fitted_features(cfg, dataset, split, out)
         log.info("split %s: train %d, valid %d, test %d", cfg.protocol, len(split.train), len(split.valid), len(split.test))
         for report in feature_reports:
             log.info("features %s", json.dumps(report))
@@ -193,6 +202,8 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
         return read_json(out / "metrics.json", start_over)
     if not (out / "config.json").exists():
         raise DataError("not a run directory (no config.json)", path=out)
+    if distributed.init_from_env() and not distributed.is_main():
+        return _follow_resume(out, start_over)  # the run directory must be on a file system every rank sees
     with RunLock(out):
         if (out / "metrics.json").exists():  # finished by another process while this one waited to lock
             say("run already finished")
@@ -202,6 +213,31 @@ def resume(output: str | Path, status: Callable[[str], None] | None = None, prog
 
 def _resume_locked(out: Path, saved: dict, start_over: str, say: Callable[[str], None], progress: bool) -> dict:
     """`resume` once the folder is locked and its config.json read."""
+    cfg = _saved_config(saved, out, start_over)
+    model = MODELS[cfg.model](**cfg.hyper)
+    seed_everything(cfg.seed)
+    say(f"loading {cfg.dataset}")
+    dataset = load_dataset(cfg.dataset, **cfg.data)
+    split = Split.load(out / "split", dataset=dataset)
+    feature_reports = use_features(cfg, split, progress, say)
+    distributed.check_same(split.fingerprint(), "split")
+    resuming = has_checkpoint(out / "checkpoint")
+    handler = _file_logger(out / "train.log")
+    try:
+        log.info("resuming %s (%s)", out, "from the last checkpoint" if resuming else "no checkpoint: from the start")
+        if not (out / "features" / "fitted.json").exists():
+            save_fitted_features(cfg, dataset, split, out)
+        for report in feature_reports:
+            log.info("features %s", json.dumps(report))
+        options = TrainOptions(out / "checkpoint", resuming, progress, cfg.seed, status=say)
+        return _train_and_report(cfg, model, split, out, options, say)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _saved_config(saved: dict, out: Path, start_over: str) -> RunConfig:
+    """The RunConfig a run directory's config.json describes; DataError naming the file when it is damaged."""
     try:
         split_params = {k: v for k, v in saved["split"].items() if k != "seed"}
         cfg = RunConfig(dataset=saved["dataset"], model=saved["model"], protocol=saved["protocol"],
@@ -212,23 +248,41 @@ def _resume_locked(out: Path, saved: dict, start_over: str, say: Callable[[str],
         raise DataError(f"damaged file (no valid {exc} setting); {start_over}", path=out / "config.json") from exc
     if cfg.model not in MODELS:
         raise DataError(f"unknown model {cfg.model!r}; {start_over}", path=out / "config.json", field="model")
+    return cfg
+
+
+def _follow_run(cfg: RunConfig, model, out: Path) -> dict:
+    """`run` on a rank other than 0: the same data, split and features, then its share of the training.
+
+    It writes nothing: rank 0 locks and writes the run directory, checkpoints and metrics, and evaluates. The split
+    is made here rather than read from rank 0's folder (no shared file system needed) and checked against rank 0's
+    fingerprint, which also waits for rank 0's feature extraction, so this rank reads the features from the cache.
+
+    Returns:
+        {} (the metrics are rank 0's).
+    """
+    seed_everything(cfg.seed)
+    dataset = load_dataset(cfg.dataset, **cfg.data)
+    split_seed = cfg.split_seed_used()
+    split = make_split(dataset, cfg.protocol, seed=cfg.seed if split_seed is None else split_seed, **cfg.split)
+    distributed.check_same(split.fingerprint(), "split")
+    use_features(cfg, split, False, lambda message: None)
+    model.fit(split, TrainOptions(out / "checkpoint", False, False, cfg.seed))
+    return {}
+
+
+def _follow_resume(out: Path, start_over: str) -> dict:
+    """`resume` on a rank other than 0: read the run's settings and split from its folder, then train its share
+    (rank 0 reads the checkpoint and sends it, fit decides whether to resume)."""
+    cfg = _saved_config(read_json(out / "config.json", start_over), out, start_over)
     model = MODELS[cfg.model](**cfg.hyper)
     seed_everything(cfg.seed)
-    say(f"loading {cfg.dataset}")
     dataset = load_dataset(cfg.dataset, **cfg.data)
     split = Split.load(out / "split", dataset=dataset)
-    feature_reports = use_features(cfg, split, progress, say)
-    resuming = has_checkpoint(out / "checkpoint")
-    handler = _file_logger(out / "train.log")
-    try:
-        log.info("resuming %s (%s)", out, "from the last checkpoint" if resuming else "no checkpoint: from the start")
-        for report in feature_reports:
-            log.info("features %s", json.dumps(report))
-        options = TrainOptions(out / "checkpoint", resuming, progress, cfg.seed, status=say)
-        return _train_and_report(cfg, model, split, out, options, say)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+    distributed.check_same(split.fingerprint(), "split")
+    use_features(cfg, split, False, lambda message: None)
+    model.fit(split, TrainOptions(out / "checkpoint", has_checkpoint(out / "checkpoint"), False, cfg.seed))
+    return {}
 
 
 def use_features(cfg: RunConfig, split: Split, progress: bool, say: Callable[[str], None]) -> list[dict]:
@@ -241,6 +295,18 @@ def use_features(cfg: RunConfig, split: Split, progress: bool, say: Callable[[st
     split.dataset, reports = with_features(split.dataset, cfg.features, train=split.train, progress=progress,
                                            status=say)
     return reports
+
+
+def save_fitted_features(cfg: RunConfig, dataset, split: Split, out: Path) -> None:
+    """Write RUN/features/: the presets' fitted state (vocabularies, idf, SVD, standardisation) and the raw
+    modality descriptions, so new items get exactly the training transformation (features/fitted.py)."""
+    from coldstart.features.fitted import fit_features
+
+    try:
+        fit_features(dataset, cfg.features, train=split.train).save(out / "features")
+    except (DataError, ValueError, OSError) as exc:  # serving needs it, training does not: say so, go on
+        log.warning("could not save the fitted feature presets (RUN/features/; `coldstart serve` will refit them "
+                    "from the dataset): %s", exc)
 
 
 def _train_and_report(cfg: RunConfig, model, split: Split, out: Path, options: TrainOptions,
