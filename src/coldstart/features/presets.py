@@ -8,6 +8,12 @@ the key. Besides the named presets of the built-in datasets, any dataset accepts
     tfidf:<text or label modality>[@<svd dim>]      TF-IDF (optionally reduced by SVD)
     image:<image modality>                          EfficientNet-Lite0 pooled features
     multihot:<label modality>[+<label modality>...] multi-hot blocks, each scaled to unit norm per row
+    onehot:<modality>[+<modality>...]               one-hot of each row's value: labels of a MultiLabel, the text
+                                                    of a Text (e.g. ml-100k's zip), the number of a one-column Dense
+
+A `user:` prefix builds the modality from user modalities instead (user cold start): `user:tfidf:zip@16`,
+`user:onehot:occupation+gender`, `user:multihot:occupation`, `user:sentence:bio`. The output is a user modality
+named like the item one (e.g. meta_occupation), which the user-side models read (models/user_content.py).
 """
 
 from __future__ import annotations
@@ -226,34 +232,54 @@ PRESETS: dict[str, dict[str, Preset]] = {
 }
 
 
+def _value_categories(dataset: Dataset, side: str, name: str) -> list[str]:
+    """One category string per row of any modality: its labels joined, its text, or its one number ("" = none)."""
+    mod = _modality(dataset, name, (MultiLabel, Text, Dense), side)
+    if isinstance(mod, MultiLabel):
+        return [",".join(mod.vocabulary[j] for j in mod.values[r].indices) for r in range(mod.n_rows)]
+    if isinstance(mod, Text):
+        return [t.strip() for t in mod.texts]
+    if mod.dim != 1:
+        raise DataError(f"{side} modality {name!r} has {mod.dim} columns; onehot takes one-column numbers",
+                        field="preset")
+    present = np.ones(mod.n_rows, bool) if mod.mask is None else mod.mask
+    return [f"{v:g}" if p else "" for v, p in zip(mod.values[:, 0], present)]
+
+
 def _generic(dataset: Dataset, spec: str) -> Preset:
-    match = re.fullmatch(r"(sentence|tfidf|image|multihot):([\w+\-.]+?)(?:@(\d+))?", spec)
+    match = re.fullmatch(r"(?:(user|item):)?(sentence|tfidf|image|multihot|onehot):([\w+\-.]+?)(?:@(\d+))?", spec)
     if match is None:
         known = ", ".join(PRESETS.get(dataset.name, {})) or "none"
-        raise DataError(f"unknown preset {spec!r} for {dataset.name} (named presets: {known}; or kind:modality "
-                        "with kind sentence, tfidf, image or multihot)", field="preset")
-    kind, names, dim = match.group(1), match.group(2).split("+"), match.group(3)
+        raise DataError(f"unknown preset {spec!r} for {dataset.name} (named presets: {known}; or [user:]kind:modality "
+                        "with kind sentence, tfidf, image, multihot or onehot)", field="preset")
+    side, kind, names, dim = match.group(1) or "item", match.group(2), match.group(3).split("+"), match.group(4)
     if dim is not None and kind != "tfidf":
         raise DataError(f"only tfidf takes @<svd dim>, got {spec!r}", field="preset")
     label = "_".join(names)
+    prefix = "" if side == "item" else "user."  # _blocks' way of naming a user modality
     if kind == "sentence":
-        return Preset(f"text_{label}", "item", spec, "sentence", SENTENCE, lambda ds, tr: _joined_texts(ds, names))
+        return Preset(f"text_{label}", side, spec, "sentence", SENTENCE,
+                      lambda ds, tr: _joined_texts(ds, names, side))
     if kind == "image":
         if len(names) != 1:
             raise DataError(f"image takes one modality, got {spec!r}", field="preset")
-        return Preset(f"visual_{label}", "item", spec, "image", {"batch_size": 32},
-                      lambda ds, tr: _modality(ds, names[0], (Image,)))
+        return Preset(f"visual_{label}", side, spec, "image", {"batch_size": 32},
+                      lambda ds, tr: _modality(ds, names[0], (Image,), side))
     if kind == "multihot":
-        return Preset(f"meta_{label}", "item", spec, "tabular", {},
-                      _blocks(*(("labels", n, None, 1) for n in names)))
+        return Preset(f"meta_{label}", side, spec, "tabular", {},
+                      _blocks(*(("labels", prefix + n, None, 1) for n in names)))
+    if kind == "onehot":
+        return Preset(f"onehot_{label}", side, spec, "tabular", {},
+                      _blocks(*(("category", prefix + n, _value_categories) for n in names)))
     settings = {"svd_dim": None if dim is None else int(dim), "min_df": 1}
 
     def gather(ds: Dataset, tr):
-        if len(names) == 1 and isinstance(ds.item_features.get(names[0]), (MultiLabel, Sparse)):
-            return ds.item_features[names[0]].values
-        return _joined_texts(ds, names)
+        feats = ds.item_features if side == "item" else ds.user_features
+        if len(names) == 1 and isinstance(feats.get(names[0]), (MultiLabel, Sparse)):
+            return feats[names[0]].values
+        return _joined_texts(ds, names, side)
 
-    return Preset(f"text_{label}_tfidf", "item", spec, "tfidf", settings, gather)
+    return Preset(f"text_{label}_tfidf", side, spec, "tfidf", settings, gather)
 
 
 def get_preset(dataset: Dataset, name: str) -> Preset:

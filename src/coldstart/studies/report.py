@@ -55,11 +55,13 @@ class Results:
     labels: list[str]
     models: dict[str, str]
     cold_kind: str = "item"
+    #: label -> the runs' own cold_users (metrics.json), which a setting can change (dropoutnet side=user).
+    cold_users: dict[str, str] | None = None
 
 
 def load_results(jobs: list[Job], phase: str = "test") -> Results:
     """Read metrics.json and per_user.csv of every job (tags model=label, seed)."""
-    rows, users, seconds, labels, models, kinds = [], [], {}, [], {}, set()
+    rows, users, seconds, labels, models, kinds, cold_users = [], [], {}, [], {}, set(), {}
     for job in jobs:
         label, seed = job.tags["model"], job.tags["seed"]
         metrics_file = job.folder / "metrics.json"
@@ -72,6 +74,8 @@ def load_results(jobs: list[Job], phase: str = "test") -> Results:
             labels.append(label)
             models[label] = job.config.model
         seconds.setdefault(label, []).append(doc.get("train_seconds", math.nan))
+        if "cold_users" in doc:
+            cold_users[label] = doc["cold_users"]
         kinds.add("user" if doc.get("scenarios_over") == "users" else "item")
         for scenario, block in doc[phase].items():
             rows += [{"label": label, "seed": seed, "scenario": scenario, "metric": m, "value": v}
@@ -81,7 +85,8 @@ def load_results(jobs: list[Job], phase: str = "test") -> Results:
     if len(kinds) > 1:
         raise DataError("the study mixes item-cold and user-cold runs; report them separately", path=jobs[0].folder)
     return Results(pd.DataFrame(rows), pd.concat(users, ignore_index=True),
-                   {k: float(np.mean(v)) for k, v in seconds.items()}, labels, models, kinds.pop() if kinds else "item")
+                   {k: float(np.mean(v)) for k, v in seconds.items()}, labels, models, kinds.pop() if kinds else "item",
+                   cold_users)
 
 
 def mark(results: Results, label: str) -> str:
@@ -89,7 +94,8 @@ def mark(results: Results, label: str) -> str:
     cls = MODELS[results.models[label]]
     if results.cold_kind == "item" and getattr(cls, "cold_items", "content") == "none":
         return "†"
-    if results.cold_kind == "user" and getattr(cls, "cold_users", None) == "none":
+    cold_users = (results.cold_users or {}).get(label, getattr(cls, "cold_users", None))
+    if results.cold_kind == "user" and cold_users == "none":
         return "‡"
     return ""
 
@@ -105,9 +111,9 @@ def is_hidden(results: Results, label: str, scenario: str) -> bool:
     return scenario == "cold" and mark(results, label) == "†"
 
 
-def report_metrics(ks: list[int]) -> list[str]:
-    """The metrics of the tables: recall@K and NDCG@K for each K."""
-    return [f"{name}@{k}" for k in ks for name in ("recall", "ndcg")]
+def report_metrics(ks: list[int], names: tuple[str, ...] | list[str] = ("recall", "ndcg")) -> list[str]:
+    """The metrics of the tables: each of `names` (default recall and NDCG; eval/metrics.py METRICS) at each K."""
+    return [f"{name}@{k}" for k in ks for name in names]
 
 
 def table2(results: Results, reference: str, metrics: list[str]) -> pd.DataFrame:
@@ -273,7 +279,8 @@ def table3_text(frame: pd.DataFrame, latex: bool = False) -> str:
     return _render(header, body, latex, text_columns=2)
 
 
-def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str | None = None) -> dict[str, Path]:
+def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str | None = None,
+                  names: list[str] | None = None) -> dict[str, Path]:
     """Write table2.{md,csv,tex} and (when possible) table3.{md,csv,tex}; returns name -> path.
 
     Args:
@@ -281,10 +288,11 @@ def write_reports(jobs: list[Job], output: Path, ks: list[int], reference: str |
         output: the study folder.
         ks: cut-offs of the reported metrics.
         reference: the model compared with the strongest baseline (default clcrec if present, else the first).
+        names: the metrics reported at each K (default recall and ndcg; GIR's Table 2 adds precision).
     """
     results = load_results(jobs)
     reference = reference or ("clcrec" if "clcrec" in results.labels else results.labels[0])
-    metrics = report_metrics(ks)
+    metrics = report_metrics(ks) if names is None else report_metrics(ks, names)
     long = table2(results, reference, metrics)
     written = {}
     seeds = sorted(set(results.summary["seed"]))

@@ -27,6 +27,10 @@ from coldstart.rundir import read_json
 #: Named variants: label -> (model, hyperparameters). CEN_GCN is CLCRec with the LightGCN encoder (Table 3).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "clcrec_gcn": ("clcrec", {"encoder": "lightgcn"}),
+    # user cold start (issue 13): the two-stage baselines with their content tower on user attributes
+    "dropoutnet_user": ("dropoutnet", {"side": "user"}),
+    "heater_user": ("heater", {"side": "user"}),
+    "deepmusic_user": ("deepmusic", {"side": "user"}),
 }
 
 

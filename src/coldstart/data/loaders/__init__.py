@@ -11,6 +11,8 @@ from typing import Callable
 
 from coldstart.data.dataset import Dataset
 from coldstart.data.loaders import amazon, citeulike, clcrec_official, movielens, recbole, synthetic, tabular
+from coldstart.data.loaders import kuairec, xing
+from coldstart.data.loaders import amazon2014
 from coldstart.errors import DataError
 
 #: name -> (loader, files that mark a complete local copy, downloader or None)
@@ -20,6 +22,10 @@ LOADERS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...], Callable[[], P
     "ml-latest-small": (movielens.load_ml_latest_small, ("ratings.csv", "movies.csv"), movielens.download_ml_latest_small),
     "citeulike-a": (citeulike.load, ("raw/users.dat", "raw/item-tag.dat"), None),
     "amazon-musical-instruments": (amazon.load, (amazon.FILE,), None),
+    "amazon2014": (amazon2014.load, (), None),  # one category of the 2014 dumps: give root= (data.root)
+    "amazon-cds": (amazon2014.load_cds, ("ratings_CDs_and_Vinyl.csv",), None),
+    "kuairec": (kuairec.load, ("small_matrix.csv",), None),  # https://kuairec.com (the data/ folder)
+    "xing": (xing.load, ("train.csv", "user_content.npz", "item_content.npz"), None),  # Heater's data/XING
     "synthetic": (synthetic.load, (), None),
 }
 

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from coldstart.data.dataset import Dataset, from_frame
+from coldstart.data.dataset import Dataset, _sorted_ids, from_frame
 from coldstart.data.modalities import Dense, Image, MultiLabel, Text
 from coldstart.data.paths import fetch_zip
 from coldstart.data.readers import check_duplicates, read_table, require_file, threshold
+from coldstart.errors import DataError
 
 log = logging.getLogger("coldstart")
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -204,3 +205,78 @@ def _interaction_tags(path: Path, data: pd.DataFrame) -> MultiLabel:
     mat.sum_duplicates()
     mat.data[:] = 1.0  # one tag put on the same movie twice by one user is one label
     return MultiLabel(mat, vocab)
+
+
+#: MeLU's cold-start states (Lee et al., KDD'19), as distributed beside ml-1m: {user: [movie ids]} + {user: [ratings]}.
+MELU_FOLDER = "melu_cold_splits"
+MELU_STATES = ("user_cold_state", "user_and_item_cold_state", "item_cold_state")
+
+
+def melu_state_pieces(root: Path, dataset: Dataset, state: str = "user_cold_state",
+                      min_rating: float = 4) -> list[tuple[str, np.ndarray, str, bool, None]]:
+    """The pieces of the `published` split source "melu": MeLU's user-cold state over an ml-1m Dataset.
+
+    MeLU's `<state>.json` holds each cold user's rated movies and `<state>_y.json` the ratings, aligned by
+    position; its warm state was not distributed with the files we have. So:
+
+    - cold users: the state's users; their positives (rating >= `min_rating`, the dataset's own threshold)
+      that the dataset holds are held out, and none of their interactions is in train (a positive of theirs
+      outside MeLU's state, e.g. a movie MeLU dropped for missing metadata, is in no phase);
+    - valid / test: the cold users sorted by raw id, alternately test and valid (even positions test), so the
+      split is fixed by the files alone (a published split has no seed);
+    - train: every interaction of every other user (they are all warm; the warm scenario has no held-out rows).
+
+    Args:
+        root: the ml-1m folder holding melu_cold_splits/.
+        dataset: the loaded ml-1m Dataset (its index maps the raw ids).
+        state: "user_cold_state" (the user-cold one) or another MeLU state of the same format.
+        min_rating: ratings >= this are positives (ml-1m's loader default: 4).
+
+    Returns:
+        [(file for messages, raw-id pairs str [N, 2], phase, cold?, None)] as `splits.published` reads them.
+
+    Raises:
+        DataError: missing files, invalid JSON, or the two files disagreeing on a user's list length.
+    """
+    import json
+
+    if state not in MELU_STATES:
+        raise DataError(f"unknown MeLU state {state!r} (use {', '.join(MELU_STATES)})", field="state")
+    folder = Path(root) / MELU_FOLDER
+    docs = []
+    for name in (f"{state}.json", f"{state}_y.json"):
+        path = require_file(folder / name)
+        try:
+            docs.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON ({exc.msg})", path=path, line=exc.lineno) from exc
+    items, ratings = docs
+    path = folder / f"{state}.json"
+    if set(items) != set(ratings):
+        odd = sorted(set(items) ^ set(ratings))[0]
+        raise DataError(f"user {odd} is in only one of {state}.json and {state}_y.json", path=path, field="user")
+    users, movies, values = [], [], []
+    for user in items:  # one JSON object per user: a loop over users only while parsing the file
+        if len(items[user]) != len(ratings[user]):
+            raise DataError(f"user {user} has {len(items[user])} movies but {len(ratings[user])} ratings",
+                            path=path, field=user)
+        users += [str(user)] * len(items[user])
+        movies += [str(m) for m in items[user]]
+        values += ratings[user]
+    frame = pd.DataFrame({"user": users, "item": movies, "rating": np.asarray(values, np.float64)})
+    frame = frame[frame["rating"] >= min_rating]
+    known = pd.MultiIndex.from_arrays([dataset.user_ids[dataset.users], dataset.item_ids[dataset.items]])
+    present = known.get_indexer(pd.MultiIndex.from_arrays([frame["user"], frame["item"]])) >= 0
+    if (~present).any():
+        log.warning("%s: %d of %d positives are not interactions of %s (absent movies); left out", path,
+                    int((~present).sum()), len(frame), dataset.name)
+    frame = frame[present]
+    cold_ids = _sorted_ids(np.asarray(list(items), dtype=str))
+    phase_of = {u: ("test" if k % 2 == 0 else "valid") for k, u in enumerate(cold_ids)}
+    frame_phase = frame["user"].map(phase_of).to_numpy()
+    train_rows = ~np.isin(dataset.user_ids[dataset.users], cold_ids)
+    train = np.stack([dataset.user_ids[dataset.users[train_rows]], dataset.item_ids[dataset.items[train_rows]]], 1)
+    pairs = frame[["user", "item"]].to_numpy(str)
+    return [(str(folder / "(train: every other user)"), train, "train", False, None),
+            (str(path) + " (valid users)", pairs[frame_phase == "valid"], "valid", True, None),
+            (str(path) + " (test users)", pairs[frame_phase == "test"], "test", True, None)]
