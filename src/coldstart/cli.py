@@ -52,6 +52,17 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def parse_metric_names(text: str) -> list[str]:
+    """Metric names from "recall,ndcg,precision", each one of eval/metrics.py METRICS."""
+    from coldstart.eval.metrics import METRICS
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if not names or unknown:
+        raise DataError(f"expected metric names among {', '.join(METRICS)}, got {text!r}", field="--metrics")
+    return names
+
+
 def parse_ks(text: str) -> list[int]:
     try:
         ks = [int(k) for k in text.split(",") if k.strip()]
@@ -229,6 +240,27 @@ def features(
             console.print(f"[dim]cached {report['path']}[/dim]")
 
 
+@app.command(name="generate")
+def generate_data(
+    output: Path = typer.Argument(..., help="Folder to write: a bring-your-own folder for `run --dataset FOLDER`."),
+    users: int = typer.Option(1_000_000, min=1, help="Users."),
+    items: int = typer.Option(100_000, min=1, help="Items."),
+    interactions: int = typer.Option(10_000_000, min=1, help="Distinct (user, item) interactions."),
+    topics: int = typer.Option(50, min=1, help="Planted topics."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+) -> None:
+    """Write a synthetic dataset with planted topics: interactions.parquet and three item content modalities."""
+    import time
+
+    from coldstart.data.generate import generate, write_folder
+
+    start = time.perf_counter()
+    data = generate(users, items, interactions, n_topics=topics, seed=seed)
+    write_folder(data, output)
+    console.print(f"{len(data.users):,} interactions, {data.n_users:,} users, {data.n_items:,} items "
+                  f"({time.perf_counter() - start:.1f}s) -> {output}")
+
+
 @app.command()
 def split(
     dataset: str = typer.Option(..., help="Dataset name or folder."),
@@ -272,10 +304,31 @@ def run(
     features: Optional[str] = typer.Option(None, help="Feature presets to build (or read from the cache) and use "
                                                       "as the content, comma-separated (see `coldstart features`)."),
     progress: bool = typer.Option(True, help="Progress bars while training."),
+    sampled: int = typer.Option(0, min=0, help="Also rank each test user's positives among this many sampled "
+                                               "non-interacted items (CIERec's protocol, e.g. 500) and write "
+                                               "RUN/sampled.json; works on a finished run with --resume."),
+    repeats: int = typer.Option(5, min=1, help="Independent negative draws averaged by --sampled."),
+    sampled_from: str = typer.Option("all", help="Where --sampled draws negatives: all (every non-interacted "
+                                                 "item, the paper's wording) or scenario (the scenario's "
+                                                 "candidates, as full ranking; RUN/sampled-scenario.json)."),
+    nproc: int = typer.Option(1, min=1, help="Train in N processes with DistributedDataParallel (started through "
+                                             "torch.distributed.run; gloo on CPU, NCCL on GPU); batch_size stays "
+                                             "the global batch. Under torchrun, leave it at 1."),
 ) -> None:
     """Train and evaluate one model; write a run directory and print the warm / cold / all table."""
-    from coldstart import experiments
+    from coldstart import distributed, experiments
     from coldstart.experiments import RunConfig
+
+    if nproc > 1:
+        if distributed.launched_by_torchrun():
+            raise DataError("this process is already one of several torchrun processes; give the process count to "
+                            "torchrun only", field="--nproc")
+        folder = resume if resume is not None else output
+        if folder is not None:
+            on_interrupt(resume_hint(folder))
+        raise typer.Exit(distributed.launch(distributed.strip_option(_argv, "--nproc"), nproc))
+    if distributed.init_from_env() and not distributed.is_main():
+        console.quiet = True  # one voice: rank 0 prints the status lines and the table
 
     def say(message: str) -> None:
         console.print(f"[dim]{message}[/dim]")
@@ -307,7 +360,36 @@ def run(
     print_metrics(metrics, "test")
     if metrics.get("best_epoch") is not None:
         console.print(f"best epoch (validation recall): {metrics['best_epoch']}")
+    if sampled and distributed.is_main():  # rank 0's run directory, once it is complete
+        print_metrics(sampled_report(output, sampled, repeats, negatives=sampled_from), "test")
     console.print(f"run directory: {output}")
+    distributed.shutdown()
+
+
+def sampled_report(run_dir: Path, n_negatives: int, repeats: int, seed: int = 0, negatives: str = "all") -> dict:
+    """Sampled test ranking of a finished run's saved model (evaluate_sampled per user, `repeats` draws of
+    `n_negatives` from `negatives`); written atomically to RUN/sampled.json (RUN/sampled-scenario.json for
+    negatives="scenario") and returned in metrics.json's layout."""
+    from coldstart.data.loaders import load_dataset
+    from coldstart.data.splits import Split
+    from coldstart.eval.evaluate import evaluate_sampled
+    from coldstart.models.base import Recommender, atomic_write
+
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    split = Split.load(run_dir / "split", dataset=load_dataset(saved["dataset"], **saved.get("data", {})))
+    model = Recommender.load(run_dir / "model")
+    res = evaluate_sampled(model.rank_scores, split, "test", ks=saved.get("ks", [10, 20]),
+                           n_negatives=n_negatives, seed=seed, per_user=True, repeats=repeats, negatives=negatives)
+    doc = {"model": f"{saved['model']} (sampled: {n_negatives} negatives per user from {negatives}, mean of "
+                    f"{repeats} draws)",
+           "dataset": saved["dataset"], "protocol": saved["protocol"], "seed": saved.get("seed"),
+           "sampled": {"n_negatives": n_negatives, "repeats": repeats, "seed": seed, "per": "user",
+                       "negatives": negatives},
+           "test": res.metrics, "test_users": res.n_users}
+    name = "sampled.json" if negatives == "all" else f"sampled-{negatives}.json"
+    atomic_write(run_dir / name, (json.dumps(doc, indent=1) + "\n").encode())
+    return doc
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -342,6 +424,8 @@ def compare(
     reference: Optional[str] = typer.Option(None, help="Model compared with the strongest other one "
                                                        "(default clcrec when compared, else the first)."),
     progress: bool = typer.Option(False, help="Per-epoch progress bars."),
+    metrics: str = typer.Option("recall,ndcg", help="Metrics of the tables at each cut-off, comma-separated "
+                                                    "(recall, ndcg, precision, hit_rate, mrr, map)."),
 ) -> None:
     """Run every model x seed (finished runs are reused) and write the Table 2 / Table 3 reports."""
     from coldstart.studies.compare import Study, run_study
@@ -356,6 +440,7 @@ def compare(
     if reference is not None and reference not in {v.label for v in variants}:
         raise DataError(f"{reference!r} is not among the models compared", field="--reference")
     ks = parse_ks(k)
+    names = parse_metric_names(metrics)
     check_settings(dataset, protocol, sets)
     for variant in variants:
         check_hyper(variant.model, variant.hyper)
@@ -363,7 +448,7 @@ def compare(
     study = Study(dataset, protocol, variants, parse_seeds(seeds), data=sets["data"], split=sets["split"], ks=ks,
                   features=parse_presets(features), split_seed=split_seed)
     jobs = run_study(study, output, status=say_dim, progress=progress)
-    written = write_reports(jobs, output, ks, reference)
+    written = write_reports(jobs, output, ks, reference, names)
     console.print((output / "table2.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     if "table3.md" in written:
         console.print((output / "table3.md").read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -462,6 +547,11 @@ def tune(
     features: Optional[str] = typer.Option(None, help="Feature presets used as content, comma-separated."),
     k: str = typer.Option("10,20", help="Cut-offs, comma-separated."),
     progress: bool = typer.Option(False, help="Per-epoch progress bars."),
+    storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of a shared Optuna study (sqlite:///study.db, "
+                                                     "postgresql://host/db): workers here and on other machines "
+                                                     "share its trials. Default: in memory, or OUTPUT/study.db with "
+                                                     "--workers > 1."),
+    workers: int = typer.Option(1, min=1, help="Local worker processes running trials at once (a shared study)."),
 ) -> None:
     """Search hyperparameters with Optuna on the validation split (test is never evaluated); save the best."""
     from coldstart.models import MODELS
@@ -488,7 +578,7 @@ def tune(
                                                 for name, values in searched.items() for value in values))
     on_interrupt(_study_hint)
     tuning = Tuning(dataset, variant, searched, protocol, seed, objective, sampler, trials, sets["data"],
-                    sets["split"], parse_ks(k), parse_presets(features), split_seed)
+                    sets["split"], parse_ks(k), parse_presets(features), split_seed, storage=storage, workers=workers)
     best = run_tuning(tuning, output, status=say_dim, progress=progress)
     console.print(f"best valid {objective}: {best['value']:.4f} with "
                   + ", ".join(f"{k}={v}" for k, v in best["params"].items() if k in searched), highlight=False)
@@ -583,6 +673,39 @@ def evaluate(
         console.print(f"wrote {output}")
 
 
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (e.g. runs/demo)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (the default is this machine only)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    index: str = typer.Option("exact", help="Item index: exact, ivf or hnsw (docs/serving.md: recall and latency)."),
+    api_key_file: Optional[Path] = typer.Option(None, help="File whose first line is the API key for writes "
+                                                            "(default: $COLDSTART_API_KEY; none: writes refused)."),
+    protect_reads: bool = typer.Option(False, help="Require the API key on read endpoints too."),
+    db: Optional[Path] = typer.Option(None, help="SQLite file of items, users and interactions added at run time "
+                                                 "(default RUN_DIR/serve/serve.db)."),
+) -> None:
+    """Serve a run over HTTP: recommendations, new items and users without retraining, a web page at /."""
+    if index not in ("exact", "ivf", "hnsw"):
+        raise DataError(f"unknown index {index!r} (use exact, ivf or hnsw)", field="--index")
+    from coldstart.features.extras import require
+
+    require("fastapi", "serve", "coldstart serve")
+    uvicorn = require("uvicorn", "serve", "coldstart serve")
+    require("faiss", "serve", "coldstart serve")
+    from coldstart_serve.app import create_app
+    from coldstart_serve.security import read_key
+
+    key = read_key(api_key_file)
+    console.print(f"loading {run_dir} ({index} index)")
+    application = create_app(run_dir, index=index, db=db, api_key=key, protect_reads=protect_reads)
+    if key is None:
+        console.print("[yellow]no API key configured: writes are refused (set COLDSTART_API_KEY or "
+                      "--api-key-file)[/yellow]")
+    console.print(f"serving on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def _click_types(name: str) -> tuple[type, ...]:
     """`name` from every click exception hierarchy present: typer >= 0.16 bundles its own click (typer._click),
     older typer raises the real click's exceptions, and the two are unrelated classes."""
@@ -602,6 +725,9 @@ def _click_types(name: str) -> tuple[type, ...]:
 def _plain_interrupt() -> str:
     return "interrupted"
 
+
+#: The command line main() was given (without the program name): `run --nproc N` hands it to its N processes.
+_argv: list[str] = []
 
 #: What to print on Ctrl-C; `run`, `compare`, `sweep` and `tune` replace it with how to resume.
 _interrupt_hint: Callable[[], str] = _plain_interrupt
@@ -649,6 +775,8 @@ def main(args: list[str] | None = None) -> None:
     Args:
         args: the command line without the program name (default: sys.argv[1:]).
     """
+    global _argv
+    _argv = list(sys.argv[1:] if args is None else args)
     on_interrupt(_plain_interrupt)  # until a command knows better
     try:
         # standalone_mode=False hands exceptions to us; typer then turns Ctrl-C into the exit code 130 it

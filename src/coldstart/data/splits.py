@@ -110,6 +110,15 @@ class Split:
         mask[self.train.items] = True
         return mask
 
+    def warm_item_mask(self) -> np.ndarray:
+        """bool [I]: the warm scenario's items: those in train, or, under a protocol of COLD_IN_TRAIN (whose
+        long-tail cold items may occur in train), every item outside `cold_items`."""
+        if self.protocol in COLD_IN_TRAIN:
+            mask = np.ones(self.n_items, dtype=bool)
+            mask[self.cold_items] = False
+            return mask
+        return self.train_item_mask()
+
     def fingerprint(self) -> str:
         """SHA-256 over the protocol and the sorted `user,item,scenario` lines of every phase (raw ids)."""
         digest = hashlib.sha256(self.protocol.encode())
@@ -277,18 +286,43 @@ def cold_item(dataset: Dataset, seed: int = 0, cold_fraction: float = 0.2,
     )
 
 
-def cold_item_only(dataset: Dataset, seed: int = 0, ratios: tuple[float, float, float] = (0.85, 0.075, 0.075)) -> Split:
-    """GIR (KDD'24): items divided 85 : 7.5 : 7.5 into train / cold-valid / cold-test, with all their interactions."""
+def cold_item_only(dataset: Dataset, seed: int = 0, ratios: tuple[float, float, float] = (0.85, 0.075, 0.075),
+                   min_user_positives: int = 0) -> Split:
+    """GIR (KDD'24): items divided 85 : 7.5 : 7.5 into train / cold-valid / cold-test, with all their interactions.
+
+    Args:
+        min_user_positives: GIR section 6.1 keeps the users with at least this many positives (20 in the paper)
+            before splitting; the others' interactions are dropped from every phase. Users and items keep their
+            index (so cached item features still apply and a saved split reloads against the full dataset): a
+            dropped user simply has no rows, and an item whose every positive came from dropped users takes no
+            role (counted as `items_without_positives`; outside train, it stays a never-relevant candidate of
+            the cold scenario). The ratios divide the items that keep at least one positive. 0 keeps everyone
+            and draws exactly the split of earlier versions.
+    """
+    if min_user_positives < 0:
+        raise DataError(f"must be >= 0, got {min_user_positives}", field="min_user_positives")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(dataset.n_items)
-    cut1, cut2 = _ratio_cuts(dataset.n_items, ratios)
-    role = np.zeros(dataset.n_items, dtype=np.int8)
-    role[perm[cut1:cut2]], role[perm[cut2:]] = 1, 2
-    row_role = role[dataset.items]
+    keep_row = np.ones(dataset.n_interactions, dtype=bool)
+    params: dict = {"ratios": list(ratios)}
+    if min_user_positives > 0:
+        kept_user = np.bincount(dataset.users, minlength=dataset.n_users) >= min_user_positives  # [U]
+        keep_row = kept_user[dataset.users]  # [N]
+        active = np.zeros(dataset.n_items, dtype=bool)
+        active[dataset.items[keep_row]] = True
+        if not active.any():
+            raise DataError(f"no user has {min_user_positives} positives", field="min_user_positives")
+        perm = perm[active[perm]]  # the same draw, restricted to items that keep a positive
+        params.update(min_user_positives=int(min_user_positives), users_dropped=int((~kept_user).sum()),
+                      items_without_positives=int((~active).sum()))
+    cut1, cut2 = _ratio_cuts(len(perm), ratios)
+    role = np.full(dataset.n_items, -1, dtype=np.int8)  # -1: no role (no positive left)
+    role[perm[:cut1]], role[perm[cut1:cut2]], role[perm[cut2:]] = 0, 1, 2
+    row_role = np.where(keep_row, role[dataset.items], -1)  # [N]
     part = _rows_to_part(dataset)
     return _new_split(dataset, "cold_item_only", "item", part(np.flatnonzero(row_role == 0), False),
                       part(np.flatnonzero(row_role == 1), True), part(np.flatnonzero(row_role == 2), True),
-                      perm[cut1:], seed, {"ratios": list(ratios)})
+                      perm[cut1:], seed, params)
 
 
 def cold_user(dataset: Dataset, seed: int = 0, test_fraction: float = 0.3, valid_fraction: float = 0.2,
@@ -336,12 +370,58 @@ def cold_user(dataset: Dataset, seed: int = 0, test_fraction: float = 0.3, valid
     )
 
 
+def interaction_boundary(dataset: Dataset, seed: int = 0, boundary: int = 3,
+                         ratios: tuple[float, float, float] = (0.6, 0.1, 0.3)) -> Split:
+    """CIERec (section IV-A1): items with at most `boundary` interactions form the cold set, the rest the warm
+    set, and every user's interactions are divided in time order by `ratios` into train / valid / test (the
+    paper: the earliest 60%, the next 10%, the latest 30%).
+
+    Unlike cold_item, a cold item here is a long-tail item that may occur in train (the paper's definition);
+    a row's scenario is its item's set, and the evaluator's warm / cold candidates are the warm / cold sets
+    (`Split.warm_item_mask`), not the items seen in train. Interactions without timestamps, and ties, are ordered
+    at random by `seed`. Every user keeps at least one training interaction.
+    """
+    if boundary < 0:
+        raise DataError(f"must be >= 0, got {boundary}", field="boundary")
+    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
+        raise DataError(f"expected three non-negative ratios with a positive train share, got {list(ratios)}",
+                        field="ratios")
+    rng = np.random.default_rng(seed)
+    counts_item = np.bincount(dataset.items, minlength=dataset.n_items)  # [I]
+    cold_item_mask = counts_item <= boundary
+    # Rank each interaction within its user's history: by timestamp, ties in a seeded random order.
+    tiebreak = rng.random(dataset.n_interactions)
+    time = dataset.timestamps if dataset.timestamps is not None else np.zeros(dataset.n_interactions)
+    order = np.lexsort((tiebreak, time, dataset.users))
+    counts = np.bincount(dataset.users, minlength=dataset.n_users)  # [U]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(dataset.n_interactions, dtype=np.int64)
+    rank[order] = np.arange(dataset.n_interactions) - starts[dataset.users[order]]
+    share = np.cumsum(np.asarray(ratios, np.float64)) / float(sum(ratios))  # [3]
+    cut1 = np.maximum(np.round(share[0] * counts), 1).astype(np.int64)  # [U] at least one training row
+    cut2 = np.maximum(np.round(share[1] * counts).astype(np.int64), cut1)  # [U]
+    row_rank, row_user = rank, dataset.users
+    phase = np.where(row_rank < cut1[row_user], 0, np.where(row_rank < cut2[row_user], 1, 2))  # [N]
+    cold_row = cold_item_mask[dataset.items]
+    part = _rows_to_part(dataset)
+    rows = [np.flatnonzero(phase == k) for k in range(3)]
+    return _new_split(dataset, "interaction_boundary", "item", *(part(r, cold_row[r]) for r in rows),
+                      np.flatnonzero(cold_item_mask), seed, {"boundary": int(boundary), "ratios": list(ratios)})
+
+
+#: Protocols whose cold items may occur in train (the cold set is a property of the item, not of the split), so
+#: the warm scenario's candidates are the items outside `cold_items`, not the items seen in train.
+COLD_IN_TRAIN = ("interaction_boundary",)
+
+
 # Published splits: file -> (phase, cold?) per source; ids 1-based in GAR.
 PUBLISHED = {
     "heater": ("splits_heater", 0, {"train.csv": ("train", False), "vali.csv": ("valid", True), "test.csv": ("test", True)}),
     "gar": ("splits_gar", 1, {"warm_emb.csv": ("train", False), "warm_map.csv": ("train", False),
                               "warm_val.csv": ("valid", False), "warm_test.csv": ("test", False),
                               "cold_item_val.csv": ("valid", True), "cold_item_test.csv": ("test", True)}),
+    # XING as Heater distributes it (loaders/xing.py): its user-cold files beside the data, 0-based ids
+    "xing": (".", 0, {"train.csv": ("train", False), "vali_user.csv": ("valid", True), "test_user.csv": ("test", True)}),
     "aldi": ("splits_aldi", 0, {"warm_emb.csv": ("train", False), "warm_val.csv": ("valid", False),
                                 "warm_test.csv": ("test", False), "cold_item_val.csv": ("valid", True),
                                 "cold_item_test.csv": ("test", True)}),
@@ -353,7 +433,8 @@ COLD_SIDES = ("auto", "item", "user")
 
 def published(dataset: Dataset, source: str = "heater", root: str | Path | None = None, seed: int | None = None,
               cold_side: str = "auto") -> Split:
-    """Import a published split: CiteULike-a's Heater, GAR (1-based ids) or ALDI split, or an official CLCRec folder.
+    """Import a published split: CiteULike-a's Heater, GAR (1-based ids) or ALDI split, an official CLCRec folder,
+    or MeLU's user-cold state of ml-1m (source "melu": `loaders/movielens.py: melu_state_pieces`).
 
     The files say which rows are cold (Heater's vali / test, GAR's and ALDI's cold_item_*, CLCRec's *_cold), not
     whether the cold entities are items or users: Heater's format holds item-cold (CiteULike-a) and user-cold
@@ -362,7 +443,7 @@ def published(dataset: Dataset, source: str = "heater", root: str | Path | None 
 
     Args:
         dataset: the dataset the split belongs to (its index maps the raw ids).
-        source: "heater", "gar", "aldi" or "clcrec".
+        source: "heater", "gar", "aldi", "clcrec", "melu" or "xing".
         root: the dataset folder holding splits_<source>/ (default: where the dataset was loaded from).
         seed: ignored (a published split has no seed); accepted so every protocol takes the same arguments.
         cold_side: "auto", "item" or "user".
@@ -384,6 +465,10 @@ def published(dataset: Dataset, source: str = "heater", root: str | Path | None 
         # (file for messages, pairs, phase, cold?, line of the first pair or None for a binary file)
         pieces = [(str(root / files[name]), pairs, name.split("_")[0], name.endswith("cold"), None)
                   for name, pairs in raw.items()]
+    elif source == "melu":  # MeLU's user-cold state beside ml-1m (loaders/movielens.py says how it maps)
+        from coldstart.data.loaders.movielens import melu_state_pieces
+
+        pieces = melu_state_pieces(root, dataset)
     elif source in PUBLISHED:
         folder, base, spec = PUBLISHED[source]
         pieces = []
@@ -392,7 +477,8 @@ def published(dataset: Dataset, source: str = "heater", root: str | Path | None 
             frame = read_table(path, ["user", "item"], header=True, numeric=("user", "item"))
             pieces.append((str(path), frame[["user", "item"]].to_numpy(np.int64) - base, phase, is_cold, 2))
     else:
-        raise DataError(f"unknown published split {source!r} (use heater, gar, aldi or clcrec)", field="source")
+        raise DataError(f"unknown published split {source!r} (use heater, gar, aldi, clcrec, melu or xing)",
+                        field="source")
     uindex, iindex = pd.Index(dataset.user_ids), pd.Index(dataset.item_ids)
     parts: list[tuple[str, Part, str, int | None]] = []
     for name, pairs, phase, is_cold, first_line in pieces:
@@ -484,6 +570,7 @@ PROTOCOLS: dict[str, Callable[..., Split]] = {
     "cold_item_only": cold_item_only,
     "cold_user": cold_user,
     "published": published,
+    "interaction_boundary": interaction_boundary,
 }
 
 

@@ -93,7 +93,7 @@ class Recommender(nn.Module):
         cold = counts[users] == 0  # [B]
         if not cold.any():
             return scores
-        popularity = torch.bincount(self.seen_indices_, minlength=scores.shape[1]).to(scores.dtype)  # [I]
+        popularity = self._training_popularity(scores.shape[1]).to(scores.dtype)  # [I]
         scores = scores.clone()
         scores[cold] = popularity
         if not getattr(self, "_cold_users_logged", False):
@@ -103,6 +103,15 @@ class Recommender(nn.Module):
                 "%d of %d users are ranked by training item popularity", self.name,
                 int((counts == 0).sum()), len(counts))
         return scores
+
+    def _training_popularity(self, n_items: int) -> Tensor:
+        """Training interactions per item, int64 [I], counted once per seen-item buffer (not once per batch)."""
+        key = (self.seen_indices_.data_ptr(), len(self.seen_indices_), n_items)
+        cached = getattr(self, "_popularity_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.bincount(self.seen_indices_, minlength=n_items))
+            self._popularity_cache = cached
+        return cached[1]
 
     def dims_for(self, split: Split) -> dict[str, int]:
         """The sizes `build` needs; models with content add feature widths."""
@@ -120,6 +129,7 @@ class Recommender(nn.Module):
         train = split.matrix("train")
         self.seen_indptr_ = torch.from_numpy(train.indptr.astype(np.int64))
         self.seen_indices_ = torch.from_numpy(train.indices.astype(np.int64))
+        self._popularity_cache = None  # the counts of another training set
         self._fit(split, options)
         return self
 
