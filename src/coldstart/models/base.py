@@ -104,6 +104,19 @@ class Recommender(nn.Module):
                 int((counts == 0).sum()), len(counts))
         return scores
 
+    def invalidate_cache(self) -> None:
+        """Forget what inference derived from the parameters (item / user vectors in `self._cache`): it is
+        recomputed on first use in eval mode. Called on every switch of train / eval mode and on load."""
+        self._cache = None
+
+    def train(self, mode: bool = True):
+        self.invalidate_cache()
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.invalidate_cache()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _training_popularity(self, n_items: int) -> Tensor:
         """Training interactions per item, int64 [I], counted once per seen-item buffer (not once per batch)."""
         key = (self.seen_indices_.data_ptr(), len(self.seen_indices_), n_items)

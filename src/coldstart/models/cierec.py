@@ -305,13 +305,9 @@ class CIERec(EmbeddingRecommender):
                 raise DataError("encoder=finetune: the poster pixels are not loaded", field="encoder")
         self._items_cache = None
 
-    def train(self, mode: bool = True):
+    def invalidate_cache(self) -> None:
+        super().invalidate_cache()
         self._items_cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._items_cache = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- item side -------------------------------------------------------------------------------------------
     def _pooled(self, items: Tensor) -> Tensor:

@@ -330,14 +330,6 @@ class CMCLRec(Recommender):
         return list(torch.split(order, self.config.batch_size))
 
     # -- inference ------------------------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._cache = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     @torch.no_grad()
     def sequence_embeddings(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """(T_s from the newest training window, T^_s' simulated from features), each [B, L, d] (Figure 2)."""

@@ -127,14 +127,6 @@ class EmbeddingRecommender(Recommender):
         return batch_mean(self.user_embedding, users, squared) + batch_mean(self.item_embedding, items, squared)
 
     # -- inference ------------------------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._cache = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     def cold_item_vectors(self, z_items: Tensor) -> Tensor:
         """Vectors of the items absent from training; default: the mean warm item vector (documented rule)."""
         mean = z_items[self.warm_items_].mean(0) if self.warm_items_.any() else z_items.mean(0)

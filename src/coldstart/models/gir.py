@@ -239,14 +239,6 @@ class GIR(Recommender):
     def set_extra_state(self, state: dict) -> None:
         self.layout_ = ContentLayout(**state)
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._cache = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
-
     # -- device ---------------------------------------------------------------------------------------------------
     def resolve_device(self) -> torch.device:
         wanted = self.config.device

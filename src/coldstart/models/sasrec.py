@@ -113,14 +113,6 @@ class SASRec(Recommender):
         return loss, {"loss": loss.item()}
 
     # -- inference ------------------------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._cache = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     @torch.no_grad()
     def user_vectors(self) -> Tensor:
         """h_n [U, d] of every user from their newest training window (cached in eval mode)."""
