@@ -457,18 +457,10 @@ def _fit_labels(fitted: FittedPreset, indicator) -> None:
 
 
 def _number_stats(values: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [D], std [D]) over present cells, as tabular.standardize computes them."""
-    values = np.asarray(values, np.float64)
-    if values.ndim == 1:
-        values = values[:, None]
-    present = np.isfinite(values)
-    if mask is not None:
-        present &= np.asarray(mask, bool)[:, None]
-    counts = present.sum(axis=0)
-    mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(counts, 1)
-    centred = np.where(present, values - mean, 0.0)
-    std = np.sqrt((centred ** 2).sum(axis=0) / np.maximum(counts, 1))
-    return mean, std
+    """(mean [D], std [D]) over present cells: exactly the statistics tabular.standardize uses."""
+    from coldstart.features.tabular import column_stats
+
+    return column_stats(values, mask)[2:]
 
 
 FITTERS: dict[str, Callable[[FittedPreset, Any], None]] = {"tfidf": _fit_tfidf, "tabular": _fit_tabular,

@@ -25,6 +25,30 @@ def multi_hot(labels: MultiLabel, top_n: int | None = None, min_count: int = 1) 
     return block, [labels.vocabulary[j] for j in keep]
 
 
+def column_stats(values: np.ndarray, mask: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column mean and std over the present cells (finite and not masked out).
+
+    Args:
+        values: float [N, D] or [N], possibly with NaN.
+        mask: optional bool [N]; False marks a row without a value.
+
+    Returns:
+        (values float64 [N, D], present bool [N, D], mean [D], std [D]); the statistics a new row must be
+        standardised with (features/fitted.py saves them with a run).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    present = np.isfinite(values)
+    if mask is not None:
+        present &= np.asarray(mask, bool)[:, None]
+    counts = np.maximum(present.sum(axis=0), 1)
+    mean = np.where(present, values, 0.0).sum(axis=0) / counts
+    std = np.sqrt((np.where(present, values - mean, 0.0) ** 2).sum(axis=0) / counts)
+    return values, present, mean, std
+
+
 def standardize(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Z-score numeric columns; missing cells (NaN, inf, or rows with mask False) become 0, the column mean.
 
@@ -35,16 +59,8 @@ def standardize(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.
     Returns:
         (float32 [N, D] standardised, bool [N] True where the row had every value, {"missing": cells}).
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, None]
-    present = np.isfinite(values)
-    if mask is not None:
-        present &= np.asarray(mask, bool)[:, None]
-    counts = present.sum(axis=0)
-    mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(counts, 1)
+    values, present, mean, std = column_stats(values, mask)
     centred = np.where(present, values - mean, 0.0)
-    std = np.sqrt((centred**2).sum(axis=0) / np.maximum(counts, 1))
     scaled = centred / np.where(std > 0, std, 1.0)
     return scaled.astype(np.float32), present.all(axis=1), {"missing": int((~present).sum())}
 
