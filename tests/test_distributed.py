@@ -111,7 +111,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save({"state": model.state_dict(), "resumed": resumed.state_dict(), "history": model.history_,
                     "best_epoch": model.best_epoch_, **result}, os.path.join(out, "ddp.pt"))
-    dist.destroy_process_group()
+    distributed.shutdown()
+    # The test checks what the ranks computed and wrote (ddp.pt, the run folders). Skip the interpreter's teardown:
+    # in about 1 of 10 runs on 2 cores a rank aborted there ("terminate called without an active exception",
+    # from C++ destructors after the process group was destroyed), which spawn reports as a failed rank.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _raise(exc: Exception):

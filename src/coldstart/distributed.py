@@ -104,8 +104,13 @@ def init_from_env() -> bool:
 
 
 def shutdown() -> None:
-    """Leave the process group (at the end of a run), if one was joined."""
+    """Leave the process group (at the end of a run), if one was joined, all ranks together.
+
+    The barrier first: a rank that tore its gloo connections down while another was still finishing its last
+    collective made that one abort ("terminate called without an active exception"; seen in 2 of 4 test runs).
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
