@@ -46,7 +46,7 @@ from coldstart.errors import DataError
 from coldstart.models.base import Recommender
 from coldstart.models.bpr import check_fraction, check_positive
 from coldstart.models.pretrained import stage_options
-from coldstart.models.sasrec import SASRecConfig, next_item_loss
+from coldstart.models.sasrec import SASRec, SASRecConfig, next_item_loss
 from coldstart.models.user_content import UserContent, UserInput, prepare_user_content
 from coldstart.nn.content import gather_csr_rows
 from coldstart.nn.losses import cosine_info_nce, median_bandwidth, mmd, reconstruction
@@ -354,11 +354,8 @@ class CMCLRec(Recommender):
             self._cache = out
         return out
 
-    def score(self, users: Tensor, items: Tensor | None = None) -> Tensor:
-        item_vecs = self.backbone.item_vectors(self.dims_["n_items"]).detach()  # [I, d]
-        if items is not None:
-            item_vecs = item_vecs[items]
-        return self.user_vectors()[users] @ item_vecs.T  # [B, I]
+    # The same scoring as SASRec: user_vectors() (here with simulated sequences for cold users) . item embeddings.
+    score = SASRec.score
 
 
 # -- Figure 2 ---------------------------------------------------------------------------------------------------
