@@ -312,6 +312,8 @@ def fit(model, split: Split, options: TrainOptions | None = None) -> None:
     main = distributed.is_main()
     say = opts.status if main else None  # one voice: rank 0's
     scenario = resolve_scenario(model, opts)
+    # prepare places the model on its device (models/embedding.py) before the optimizer is built, so a resume's
+    # load_state_dict calls below copy the CPU-mapped checkpoint onto that device (Adam's moments included).
     model.prepare(split)
     optimizer = make_optimizer(model)
     path = Path(opts.checkpoint_dir) / CHECKPOINT if opts.checkpoint_dir else None

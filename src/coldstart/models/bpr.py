@@ -15,6 +15,7 @@ from torch import Tensor
 
 from coldstart.errors import DataError
 from coldstart.models.embedding import EmbeddingRecommender, compact, rows
+from coldstart.nn.device import check_device
 from coldstart.nn.losses import bpr
 
 
@@ -57,7 +58,18 @@ class TrainedConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BPRConfig(TrainedConfig):
-    """MF-BPR: the shared settings with BPR's defaults (one negative per positive, batches of 2048)."""
+    """MF-BPR: the shared settings with BPR's defaults (one negative per positive, batches of 2048).
+
+    Attributes:
+        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
+            "cuda:N" (nn/device.py); scores always come back on the CPU.
+    """
+
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device(self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +106,13 @@ class MFBPR(EmbeddingRecommender):
     name = "mf_bpr"
     Config = BPRConfig
     cold_items = "none"
+    trains_on_device = True
 
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """BPR over (u, i, j_1..j_K) plus reg_weight * ||Theta||^2 of the batch."""
         cfg = self.config
-        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K]
+        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K], drawn on the CPU
+        users, items = users.to(self.device_), items.to(self.device_)
         z_users, z_items = self.encode()
         unique, slots, _ = compact(items, self.dims_["n_items"])  # score each distinct item once, then gather
         scores = torch.gather(rows(z_users, users) @ rows(z_items, unique).T, 1, slots)  # [B, 1 + K]

@@ -51,6 +51,7 @@ from coldstart.data.splits import Split
 from coldstart.errors import DataError
 from coldstart.models.bpr import TrainedConfig
 from coldstart.models.embedding import EmbeddingRecommender, compact, rows
+from coldstart.nn import device as devices
 from coldstart.nn.cierec import (GradientGate, InferenceGate, SemanticFusion, VisualEncoder, VisualGate,
                                  load_backbone)
 from coldstart.nn.content import build_content, gather_csr_rows, select_modalities
@@ -294,12 +295,7 @@ class CIERec(EmbeddingRecommender):
     def prepare(self, split: Split) -> None:
         super().prepare(split)
         if self.finetune_:
-            wanted = self.config.device
-            if wanted == "cuda" and not torch.cuda.is_available():
-                raise DataError("device 'cuda' asked for, but torch sees no CUDA device", field="device")
-            if wanted == "auto":
-                wanted = "cuda" if torch.cuda.is_available() else "cpu"
-            self._device = torch.device(wanted)
+            self._device = devices.resolve_device(self.config.device)
             self.encoder.backbone.to(self._device)
             if self._pixels is None:
                 raise DataError("encoder=finetune: the poster pixels are not loaded", field="encoder")
@@ -314,7 +310,7 @@ class CIERec(EmbeddingRecommender):
         """Encoder input [n, F]: the stored features, or (fine-tuning, in training) the backbone on the pixels."""
         if self.finetune_ and self.training:
             pixels = torch.from_numpy(np.ascontiguousarray(self._pixels[items.numpy()])).to(self._device)
-            with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+            with devices.autocast(self._device):
                 return self.encoder.pooled(pixels).float().cpu()
         return self.visual_input_[items]
 
@@ -328,7 +324,7 @@ class CIERec(EmbeddingRecommender):
         for start in range(0, len(out), chunk):
             idx = np.arange(start, min(start + chunk, len(out)))
             pixels = torch.from_numpy(np.ascontiguousarray(self._pixels[idx])).to(self._device)
-            with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+            with devices.autocast(self._device):
                 out[idx] = self.encoder.pooled(pixels).float().cpu()
         self.visual_input_ = out
 
@@ -489,12 +485,7 @@ class CIERec(EmbeddingRecommender):
 
     def scoring_device(self) -> torch.device:
         """Where the pair-wise scoring blocks run: the config's device ("auto": CUDA when torch sees one)."""
-        wanted = self.config.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        if wanted == "cuda" and not torch.cuda.is_available():
-            raise DataError("device 'cuda' asked for, but torch sees no CUDA device", field="device")
-        return torch.device(wanted)
+        return devices.resolve_device(self.config.device)
 
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """BPR on (positive, sampled negative); R's gates learn from the branch losses (Eq. 6)."""

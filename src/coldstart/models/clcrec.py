@@ -25,6 +25,7 @@ from coldstart.errors import DataError
 from coldstart.models.bpr import check_fraction, check_positive
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import ENCODERS, batch_mean, compact, rows
+from coldstart.nn.device import check_device
 from coldstart.nn.losses import info_nce
 
 
@@ -51,6 +52,9 @@ class CLCRecConfig(ContentConfig):
         num_sample: rho, the share of item slots of L_UI that use their feature representation.
         hybrid: how slots are chosen: "per_slot", each independently with probability rho; "official",
             int(N rho) of the batch's N slots drawn with replacement (distinct share 1 - e^-rho).
+        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
+            "cuda:N" (nn/device.py); negatives and hybrid swaps are drawn on the CPU either way, scores come back
+            on the CPU.
     """
 
     reg_weight: float = 0.1
@@ -63,9 +67,11 @@ class CLCRecConfig(ContentConfig):
     temp_value: float = 2.0
     num_sample: float = 0.2
     hybrid: str = "per_slot"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_device(self.device)
         if self.encoder not in ENCODERS:
             raise DataError(f"unknown encoder {self.encoder!r} (use {', '.join(ENCODERS)})", field="encoder")
         check_positive(self, "temp_value")
@@ -84,13 +90,15 @@ class CLCRec(ContentRecommender):
     name = "clcrec"
     Config = CLCRecConfig
     cold_items = "content"
+    trains_on_device = True
 
     def cold_item_vectors(self, z_items: Tensor) -> Tensor:
         """Cold items are represented by their feature representations f_i."""
         return self.content_features(torch.nonzero(~self.warm_items_).flatten())
 
     def other_items(self, anchors: Tensor, n: int, generator: torch.Generator) -> Tensor:
-        """int64 [B, n]: training items drawn uniformly, none equal to its row's anchor (R-E negatives)."""
+        """int64 [B, n]: training items drawn uniformly, none equal to its row's anchor (R-E negatives); CPU anchors
+        and draws."""
         pool = self.sampler_.pool
         if len(pool) < 2:
             raise DataError("R-E negatives need at least two training items", field="num_neg_re")
@@ -152,22 +160,25 @@ class CLCRec(ContentRecommender):
         scoring every (row, slot) pair separately, without materialising [B, 1 + K, D] tensors.
         """
         cfg = self.config
-        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K]
-        if cfg.num_neg_re is None:
-            re_items = items  # [B, 1 + K]: anchor i, then the U-I negatives
+        device = self.device_
+        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K], drawn on the CPU
+        shared = cfg.num_neg_re is None  # L_RE reuses the U-I slots: anchor i, then the U-I negatives
+        if shared:
+            both = items  # [B, 1 + K]
         else:
             re_items = torch.cat([items[:, :1], self.other_items(items[:, 0], cfg.num_neg_re, generator)], 1)
-        both = items if re_items is items else torch.cat([items, re_items], 1)
+            both = torch.cat([items, re_items], 1)  # [B, 1 + K + 1 + K']
+        users, items, both = users.to(device), items.to(device), both.to(device)  # the same tensors on the CPU
         unique, inverse, _ = compact(both, self.dims_["n_items"])
         slot_ui = inverse[:, : items.shape[1]]  # [B, 1 + K] positions in `unique`
-        slot_re = slot_ui if re_items is items else inverse[:, items.shape[1]:]  # [B, 1 + K']
+        slot_re = slot_ui if shared else inverse[:, items.shape[1]:]  # [B, 1 + K']
         f = self.content_features(unique)  # [n, D]: the feature encoder sees only the batch's items
 
         z_users, z_items = self.encode()
         z_u = rows(z_users, users)  # [B, D]
         z = rows(z_items, unique)  # [n, D]
         # L_UI with hybrid training: slot (b, k) uses f instead of z where `swap` is set.
-        swap = self.hybrid_swap(items.shape, generator)  # [B, 1 + K]
+        swap = self.hybrid_swap(items.shape, generator).to(device)  # [B, 1 + K], drawn on the CPU
         by_z = torch.gather(z_u @ z.T, 1, slot_ui)  # [B, 1 + K] z_u . z_j
         by_f = torch.gather(z_u @ f.T, 1, slot_ui)  # [B, 1 + K] z_u . f_j
         loss_ui = info_nce(torch.where(swap, by_f, by_z) / cfg.temp_value)

@@ -121,7 +121,7 @@ class ContentRecommender(EmbeddingRecommender):
         """The feature encoder on [preference | dense content] and the sparse content; no preference = zeros."""
         if self.preference_dim():
             if preference is None:
-                preference = torch.zeros(len(dense), self.preference_dim())
+                preference = torch.zeros(len(dense), self.preference_dim(), device=dense.device)
             dense = torch.cat([preference, dense], 1)  # [n, P + Dd]
         return self.feature_encoder(dense, *sparse_rows)
 
@@ -151,11 +151,13 @@ class ContentRecommender(EmbeddingRecommender):
                 CSR, for the modalities in `self.spec_.names`; a modality left out counts as missing content.
 
         Returns:
-            float [n, dim_E]; score(u, new item) = z_u . f.
+            float [n, dim_E] on the CPU (encoded where the model lives); score(u, new item) = z_u . f.
         """
         dense, sparse = build_content(self.spec_, features)
         self.eval()
-        return self._encode(torch.from_numpy(dense), (torch.from_numpy(sparse.indices.astype(np.int64)),
-                                                      torch.from_numpy(sparse.indptr[:-1].astype(np.int64)),
-                                                      torch.from_numpy(sparse.data.astype(np.float32))), None)
+        device = self.device_
+        sparse_rows = (torch.from_numpy(sparse.indices.astype(np.int64)).to(device),
+                       torch.from_numpy(sparse.indptr[:-1].astype(np.int64)).to(device),
+                       torch.from_numpy(sparse.data.astype(np.float32)).to(device))
+        return self._encode(torch.from_numpy(dense).to(device), sparse_rows, None).cpu()
 

@@ -18,12 +18,24 @@ from torch import Tensor
 
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import compact, rows
+from coldstart.nn.device import check_device
 from coldstart.nn.losses import bpr
 
 
 @dataclasses.dataclass(frozen=True)
 class DUIFConfig(ContentConfig):
-    """ContentConfig with BPR's defaults: one negative per positive, batches of 2048, reg_weight on p_u only."""
+    """ContentConfig with BPR's defaults: one negative per positive, batches of 2048, reg_weight on p_u only.
+
+    Attributes:
+        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
+            "cuda:N" (nn/device.py); scores always come back on the CPU.
+    """
+
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device(self.device)
 
 
 class DUIF(ContentRecommender):
@@ -32,6 +44,7 @@ class DUIF(ContentRecommender):
     name = "duif"
     Config = DUIFConfig
     cold_items = "content"
+    trains_on_device = True
 
     def build(self, dims: dict[str, int]) -> None:
         super().build(dims)
@@ -39,7 +52,7 @@ class DUIF(ContentRecommender):
 
     def encode(self) -> tuple[Tensor, Tensor]:
         """(p [U, D], f [I, D]): user embeddings and the content representation of every item."""
-        return self.user_embedding, self.content_features(torch.arange(self.dims_["n_items"]))
+        return self.user_embedding, self.content_features(torch.arange(self.dims_["n_items"], device=self.device_))
 
     def cold_item_vectors(self, z_items: Tensor) -> Tensor:
         return z_items[~self.warm_items_]  # already content representations
@@ -47,7 +60,8 @@ class DUIF(ContentRecommender):
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """BPR over (u, i, j_1..j_K) with scores p_u . f; each distinct item of the batch is encoded once."""
         cfg = self.config
-        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K]
+        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K], drawn on the CPU
+        users, items = users.to(self.device_), items.to(self.device_)
         unique, slots, _ = compact(items, self.dims_["n_items"])
         p = rows(self.user_embedding, users)  # [B, D]
         scores = torch.gather(p @ self.content_features(unique).T, 1, slots)  # [B, 1 + K]

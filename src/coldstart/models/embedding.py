@@ -6,9 +6,18 @@
   uniformly among the items that occur in train, rejecting the user's train positives (never valid/test).
 - Inference vectors are computed from the current parameters when first needed in eval mode and cached
   until the model is switched to train mode or reloaded (never taken from a stale training batch).
+- Device: a model that sets `trains_on_device` moves its parameters and the tensors its loss and scoring read
+  (warm mask, content tables, the LightGCN graph) to `config.device` in `prepare`; the base class's seen-item CSR,
+  the training pairs and the negative sampler stay on the CPU, every random draw is made there from the epoch's
+  CPU generator (so CPU and CUDA runs draw the same negatives), and the ids are moved in the loss. `score()`
+  computes on the device and returns CPU scores. On the CPU every move returns the same tensor: bit for bit the
+  CPU-only code. A saved model loads on the CPU (base.load's map_location).
 """
 
 from __future__ import annotations
+
+import logging
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,9 +26,15 @@ from torch import Tensor, nn
 from coldstart.data.sampling import NegativeSampler
 from coldstart.data.splits import Split
 from coldstart.models.base import Recommender
+from coldstart.nn.device import resolve_device
 from coldstart.nn.graph import normalized_adjacency, propagate
 
+log = logging.getLogger("coldstart")
+
 ENCODERS = ("mf", "lightgcn")
+#: Buffers of the base class that stay on the CPU on every device: the seen-item CSR that `seen_mask`,
+#: `rank_scores`' popularity and the LightGCN graph are built from on the CPU.
+CPU_BUFFERS = ("seen_indptr_", "seen_indices_")
 
 
 def rows(table: Tensor, ids: Tensor) -> Tensor:
@@ -59,6 +74,10 @@ class EmbeddingRecommender(Recommender):
 
     #: The CLCRec paper's grid (§3.1.4), used for every trained model there: 16 points.
     search_space = {"l_r": [1e-4, 1e-3, 1e-2, 1e-1], "reg_weight": [1e-4, 1e-3, 1e-2, 1e-1]}
+    #: Whether `prepare` moves the model to `config.device` (a `device` field of its Config). False keeps the model
+    #: on the CPU: the content baselines, whose losses build CPU tensors, and CIERec, whose own `device` means only
+    #: its fine-tuned backbone and scoring blocks.
+    trains_on_device: ClassVar[bool] = False
     _cache: tuple[Tensor, Tensor] | None = None
     _adjacency: Tensor | None = None
 
@@ -86,13 +105,33 @@ class EmbeddingRecommender(Recommender):
         return out[: self.dims_["n_users"]], out[self.dims_["n_users"]:]
 
     def adjacency(self) -> Tensor:
-        """The normalised training graph, rebuilt from the seen-item buffers (so a loaded model has it too)."""
+        """The normalised training graph, rebuilt from the seen-item buffers (so a loaded model has it too), on the
+        parameters' device."""
         if self._adjacency is None:
             counts = self.seen_indptr_[1:] - self.seen_indptr_[:-1]
             users = torch.repeat_interleave(torch.arange(len(counts)), counts).numpy()
             self._adjacency = normalized_adjacency(users, self.seen_indices_.numpy(), self.dims_["n_users"],
-                                                   self.dims_["n_items"])
+                                                   self.dims_["n_items"]).to(self.device_)
         return self._adjacency
+
+    # -- device ----------------------------------------------------------------------------------------------
+    @property
+    def device_(self) -> torch.device:
+        """Where the parameters live: config.device after `prepare` for models that train on a device, else (and
+        after `load`) the CPU."""
+        return self.user_embedding.device
+
+    def to_device(self, device: torch.device) -> None:
+        """Move parameters and buffers to `device`, except the base class's CPU bookkeeping (CPU_BUFFERS).
+
+        A no-op on the CPU (`Tensor.to` returns the same tensor). Derived tensors (inference cache, graph) are
+        dropped and rebuilt on first use.
+        """
+        kept = {name: getattr(self, name) for name in CPU_BUFFERS}
+        self.to(device)
+        for name, tensor in kept.items():
+            setattr(self, name, tensor)
+        self._cache, self._adjacency = None, None
 
     # -- training hooks (train.py) -------------------------------------------------------------------------
     def _fit(self, split: Split, options=None) -> None:
@@ -109,6 +148,10 @@ class EmbeddingRecommender(Recommender):
         self.sampler_ = NegativeSampler(split.train.users, split.train.items, split.n_users, split.n_items,
                                         candidates=np.flatnonzero(warm))
         self._adjacency = None
+        if self.trains_on_device:
+            device = resolve_device(self.config.device)
+            self.to_device(device)  # before train.py builds the optimizer, so its state lives there too
+            log.info("%s: training on %s", self.name, device)
 
     def batches(self, generator: torch.Generator) -> list[Tensor]:
         """One epoch: the training pairs in a random order, in chunks of batch_size."""
@@ -116,7 +159,11 @@ class EmbeddingRecommender(Recommender):
         return list(torch.split(order, self.config.batch_size))
 
     def batch_pairs(self, batch: Tensor, n_neg: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(users int64 [B], items int64 [B, 1 + n_neg]): column 0 the positive, then sampled negatives."""
+        """(users int64 [B], items int64 [B, 1 + n_neg]): column 0 the positive, then sampled negatives.
+
+        On the CPU, like every draw from the epoch's generator; a loss moves them to `device_` once drawn.
+        """
+        batch = batch.cpu()  # DDP with device_ids moves a step's inputs to the GPU; the pairs stay on the CPU
         users, pos = self.train_users_[batch], self.train_items_[batch]
         negs = self.sampler_.sample(users, n_neg, generator)  # [B, K]
         return users, torch.cat([pos[:, None], negs], dim=1)
@@ -147,6 +194,7 @@ class EmbeddingRecommender(Recommender):
         return result
 
     def score(self, users: Tensor, items: Tensor | None = None) -> Tensor:
+        """z_u . z_i computed where the vectors live; CPU scores [B, I], as the evaluator expects."""
         z_users, z_items = self.inference_vectors()
-        item_vecs = z_items if items is None else z_items[items]
-        return z_users[users] @ item_vecs.T  # [B, I]
+        item_vecs = z_items if items is None else z_items[items.to(z_items.device)]
+        return (z_users[users.to(z_users.device)] @ item_vecs.T).cpu()  # [B, I]

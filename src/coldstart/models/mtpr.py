@@ -20,12 +20,24 @@ from torch import Tensor, nn
 
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import compact, rows
+from coldstart.nn.device import check_device
 from coldstart.nn.losses import bpr
 
 
 @dataclasses.dataclass(frozen=True)
 class MTPRConfig(ContentConfig):
-    """ContentConfig with BPR's defaults; dim_E is the width of each half (collaborative, content)."""
+    """ContentConfig with BPR's defaults; dim_E is the width of each half (collaborative, content).
+
+    Attributes:
+        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
+            "cuda:N" (nn/device.py); scores always come back on the CPU.
+    """
+
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device(self.device)
 
 
 class MTPR(ContentRecommender):
@@ -34,6 +46,7 @@ class MTPR(ContentRecommender):
     name = "mtpr"
     Config = MTPRConfig
     cold_items = "content"
+    trains_on_device = True
 
     def build(self, dims: dict[str, int]) -> None:
         super().build(dims)
@@ -41,7 +54,7 @@ class MTPR(ContentRecommender):
 
     def encode(self) -> tuple[Tensor, Tensor]:
         """(w [U, 2D], v [I, 2D]): users and the normal representation of every item."""
-        f = self.content_features(torch.arange(self.dims_["n_items"]))
+        f = self.content_features(torch.arange(self.dims_["n_items"], device=self.device_))
         return torch.cat([self.user_embedding, self.user_content], 1), torch.cat([self.item_embedding, f], 1)
 
     def cold_item_vectors(self, z_items: Tensor) -> Tensor:
@@ -52,7 +65,8 @@ class MTPR(ContentRecommender):
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """The four pairwise terms on (u, i, j_1..j_K); each distinct item is encoded and scored once."""
         cfg = self.config
-        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K]
+        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K], drawn on the CPU
+        users, items = users.to(self.device_), items.to(self.device_)
         unique, slots, _ = compact(items, self.dims_["n_items"])
         by_content = torch.gather(rows(self.user_content, users) @ self.content_features(unique).T, 1, slots)
         by_id = torch.gather(rows(self.user_embedding, users) @ rows(self.item_embedding, unique).T, 1, slots)

@@ -49,5 +49,6 @@ def pretrain_options(split: Split, options: TrainOptions | None) -> TrainOptions
 def pretrain_mf(config: TrainedConfig, split: Split, options: TrainOptions | None) -> tuple[Tensor, Tensor]:
     """(user [U, dim_E], item [I, dim_E]) embeddings of an MF-BPR trained with the config's shared settings."""
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainedConfig)}
-    mf = MFBPR(**shared).fit(split, pretrain_options(split, options))
+    # On the CPU, like stage 2: the two-stage models have no device setting yet (docs/distributed.md, Devices).
+    mf = MFBPR(**shared, device="cpu").fit(split, pretrain_options(split, options))
     return mf.user_embedding.detach().clone(), mf.item_embedding.detach().clone()

@@ -21,14 +21,25 @@ from torch import Tensor, nn
 
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import compact, rows
+from coldstart.nn.device import check_device
 from coldstart.nn.losses import bpr
 
 
 @dataclasses.dataclass(frozen=True)
 class VBPRConfig(ContentConfig):
-    """ContentConfig with VBPR's shape: dim_E is both K (gamma) and K' (theta); E is linear (hidden = 0)."""
+    """ContentConfig with VBPR's shape: dim_E is both K (gamma) and K' (theta); E is linear (hidden = 0).
+
+    Attributes:
+        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
+            "cuda:N" (nn/device.py); scores always come back on the CPU.
+    """
 
     hidden: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device(self.device)
 
 
 class VBPR(ContentRecommender):
@@ -37,6 +48,7 @@ class VBPR(ContentRecommender):
     name = "vbpr"
     Config = VBPRConfig
     cold_items = "content"
+    trains_on_device = True
 
     def build(self, dims: dict[str, int]) -> None:
         super().build(dims)
@@ -55,15 +67,15 @@ class VBPR(ContentRecommender):
             items: item indices [n_i] (their gamma_i and beta_i).
             content: the items' encoder output [n_i, K + 1] = [E f_i, beta' . f_i].
         """
-        ones = torch.ones(len(users), 1)
+        ones = torch.ones(len(users), 1, device=content.device)
         user_vec = torch.cat([rows(self.user_embedding, users), rows(self.user_theta, users), ones], 1)
         item_vec = torch.cat([rows(self.item_embedding, items), content[:, :-1],
                               (content[:, -1] + rows(self.item_bias[:, None], items)[:, 0])[:, None]], 1)
         return user_vec, item_vec
 
     def encode(self) -> tuple[Tensor, Tensor]:
-        users = torch.arange(self.dims_["n_users"])
-        items = torch.arange(self.dims_["n_items"])
+        users = torch.arange(self.dims_["n_users"], device=self.device_)
+        items = torch.arange(self.dims_["n_items"], device=self.device_)
         return self.vectors(users, items, self.content_features(items))
 
     def cold_item_vectors(self, z_items: Tensor) -> Tensor:
@@ -77,7 +89,8 @@ class VBPR(ContentRecommender):
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """BPR on x_ui - x_uj; each distinct item of the batch is encoded and scored once."""
         cfg = self.config
-        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K]
+        users, items = self.batch_pairs(batch, cfg.num_neg, generator)  # [B], [B, 1 + K], drawn on the CPU
+        users, items = users.to(self.device_), items.to(self.device_)
         unique, slots, _ = compact(items, self.dims_["n_items"])
         user_vec, item_vec = self.vectors(users, unique, self.content_features(unique))
         scores = torch.gather(user_vec @ item_vec.T, 1, slots)  # [B, 1 + K]

@@ -239,7 +239,8 @@ def gather_csr_rows(indptr: Tensor, indices: Tensor, values: Tensor | None, rows
     starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
     offsets = torch.cumsum(counts, 0) - counts
     total = int(counts.sum())
-    pos = torch.repeat_interleave(starts - offsets, counts, output_size=total) + torch.arange(total)
+    steps = torch.arange(total, device=starts.device)  # [nnz'] on the CSR's device (CUDA for a model trained there)
+    pos = torch.repeat_interleave(starts - offsets, counts, output_size=total) + steps
     return indices[pos], offsets, None if values is None else values[pos], counts
 
 
