@@ -13,19 +13,27 @@ ml-100k writes them) is taken from there when no year is given. A key that two f
 (ml-100k lists 18 films twice under two ids) is the same film, so every such row matches: the result may
 pair one film with several ids. The year in a title wins over a separate year field, because ml-100k's field is
 the video release date ("Hard Eight (1996)" has 1997 there).
+
+`source_rows` turns the pairs into one source row per target item (-1: no match) and `take_rows` gives the
+target items the source's content modalities row by row, "no content" where nothing matched (gir's
+`content_from` / `towers_from`, docs/models/gir.md).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from coldstart.data.dataset import Dataset
-from coldstart.data.modalities import Dense, Text
+from coldstart.data.modalities import Dense, Image, MultiLabel, Sparse, Text
 from coldstart.errors import DataError
+
+log = logging.getLogger("coldstart")
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 _PAREN = re.compile(r"\s*\([^()]*\)")
@@ -118,3 +126,69 @@ def match_items(source: Dataset, target: Dataset) -> pd.DataFrame:
     return pd.DataFrame({"source_item": pairs["source"], "target_item": pairs["target"],
                          "source_id": source.item_ids[pairs["source"].to_numpy()],
                          "target_id": target.item_ids[pairs["target"].to_numpy()], "title": pairs["title"]})
+
+
+def source_rows(matches: pd.DataFrame, n_target: int) -> np.ndarray:
+    """The source item of each target item under `match_items`' pairs, -1 where none matched.
+
+    A target film that several source rows match (a catalogue listing one film twice) takes the lowest-numbered
+    source row, so the choice does not depend on the order of the pairs.
+
+    Returns:
+        int64 [n_target].
+    """
+    rows = np.full(n_target, -1, dtype=np.int64)
+    if len(matches):
+        first = matches.groupby("target_item", sort=False)["source_item"].min()  # [targets that match]
+        rows[first.index.to_numpy(np.int64)] = first.to_numpy(np.int64)
+    return rows
+
+
+def take_rows(features: dict, rows: np.ndarray) -> dict:
+    """Every modality's row `rows[t]` for target item t, and "no content" where rows[t] == -1.
+
+    No content is what each modality already uses for an item without it: an empty text, no image reference, no
+    labels, a Dense row with mask False (zeros underneath). A Sparse matrix has no mask, so an unmatched row is
+    an all-zero row there, which a model without a missing-content flag reads as content (logged when it happens).
+
+    Args:
+        features: name -> modality, row-aligned with the source items.
+        rows: int64 [n_target], a source row per target item or -1 (`source_rows`).
+
+    Returns:
+        name -> modality, row-aligned with the target items.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    missing = rows < 0  # [n_target]
+    out = {}
+    for name, mod in features.items():
+        if missing.all():
+            safe = np.zeros(len(rows), np.int64)
+            if mod.n_rows == 0:
+                raise DataError("the source has no rows to take content from", field=name)
+        else:
+            safe = np.where(missing, rows[~missing][0], rows)  # any valid row, blanked below
+        if isinstance(mod, Dense):
+            values = np.asarray(mod.values)[safe].copy()  # [n_target, w]
+            values[missing] = 0.0
+            present = np.ones(len(rows), bool) if mod.mask is None else np.asarray(mod.mask, bool)[safe]
+            out[name] = Dense(values, present & ~missing)
+        elif isinstance(mod, (Sparse, MultiLabel)):
+            keep = sp.diags((~missing).astype(np.float32))  # zero the unmatched rows, sparsity kept
+            values = sp.csr_matrix(keep @ sp.csr_matrix(mod.values)[safe], dtype=mod.values.dtype)
+            values.eliminate_zeros()
+            out[name] = type(mod)(values, mod.vocabulary)
+            if isinstance(mod, Sparse) and missing.any():
+                log.warning("modality %r is sparse and has no missing-content flag: %d unmatched items get an "
+                            "all-zero row", name, int(missing.sum()))
+        elif isinstance(mod, Text):
+            texts = np.asarray(mod.texts, dtype=object)[safe]
+            texts[missing] = ""
+            out[name] = Text(texts.tolist())
+        elif isinstance(mod, Image):
+            refs = np.asarray(mod.refs, dtype=object)[safe]
+            refs[missing] = None
+            out[name] = Image(refs.tolist(), mod.source)
+        else:
+            raise DataError(f"modality of type {type(mod).__name__} cannot be mapped", field=name)
+    return out

@@ -12,13 +12,19 @@ have no id embedding: warm and cold items are scored by the same function of the
 decoded once into a cache (features/raw.py) and MiniLM's frozen layers run once per item. Training: Adam,
 linear warm-up, decay to `decay_to` after `decay_at` of the epochs (6.1). docs/models/gir.md maps every
 equation to this code.
+
+Transfer (Table 9, last row): `content_from=RUN` gives the items the content another run read, matched by title +
+year (data/match.py); `towers_from=RUN` also loads that gir run's item tower and freezes it, so only the user
+table trains (`content_from_run`, `load_source_towers`, `transfer_overlap` at the end of this module).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +35,8 @@ from torch import Tensor, nn
 from coldstart.data.splits import Split
 from coldstart.errors import DataError
 from coldstart.models.base import Recommender
-from coldstart.nn.item_tower import ContentLayout, ItemInputs, ItemTower, build_inputs, plan_layout
+from coldstart.nn import device as devices
+from coldstart.nn.item_tower import ContentLayout, ItemInputs, ItemTower, build_inputs, check_content, plan_layout
 from coldstart.nn.losses import (contrastive_rating_loss, contrastive_rating_loss_shard,
                                  multimodal_alignment_loss)
 from coldstart.nn.transformer import rows
@@ -49,6 +56,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "eval_chunk": 512},
 }
 FUSIONS = ("late", "early", "mixed")
+#: Settings that shape the item tower or its inputs: a frozen tower (`towers_from`) needs them equal to its run's.
+TOWER_KEYS = ("modalities", "dim_E", "d", "heads", "image_size", "patch", "image_layers", "image_cls", "text_encoder",
+              "text_trainable_layers", "text_top_layers", "text_layers", "text_max_len", "cat_layers",
+              "cat_max_tokens", "dense_hidden", "fusion", "early_modalities", "fc_layers", "fusion_layers", "pool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +94,13 @@ class GIRConfig:
             the rate times decay_to from decay_at * num_epoch on (6.1: 3 epochs, 70%, 20%).
         device: "auto" (cuda when available), "cpu" or "cuda"; amp: bf16 autocast on CUDA.
         eval_chunk: items per forward pass when computing inference vectors.
+        content_from: a finished run folder (any model) whose dataset, loader options and `--features` presets
+            give the items their content: each item takes the content of the source catalogue's item with the
+            same normalised title + year (data/match.py), unmatched items get none. Only the source's content
+            is read, never its interactions (presets built from interactions are refused).
+        towers_from: a finished gir run folder whose item tower (encoders + fusion, and its content layout) is
+            loaded and frozen (no gradient, eval mode, item vectors computed once): only the user table trains.
+            Implies content_from = the same folder; the tower settings must equal the source run's.
     """
 
     preset: str = "cpu"
@@ -125,6 +143,8 @@ class GIRConfig:
     device: str = "auto"
     amp: bool = True
     eval_chunk: int | None = None
+    content_from: str | None = None
+    towers_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -157,6 +177,15 @@ class GIRConfig:
             raise DataError("need 0 <= decay_at <= 1, 0 < decay_to <= 1, 0 <= dropout < 1", field="decay_at")
         if self.fusion == "mixed" and not self.early_modalities:
             raise DataError("mixed fusion needs early_modalities (at least two)", field="early_modalities")
+        if self.towers_from is not None and self.content_from is not None and \
+                Path(self.content_from).resolve() != Path(self.towers_from).resolve():
+            raise DataError("the frozen towers read the content of their own run: leave content_from out or set it "
+                            "to the towers_from folder", field="content_from")
+
+    @property
+    def content_run(self) -> str | None:
+        """The run folder the items' content comes from (content_from, else towers_from), or None."""
+        return self.content_from if self.content_from is not None else self.towers_from
 
 
 def lr_schedule(progress: float, num_epoch: int, warmup_epochs: float = 3.0, decay_at: float = 0.7,
@@ -195,15 +224,37 @@ class GIR(Recommender):
         self.inputs_: ItemInputs | None = None
         self._cache: Tensor | None = None
         self._device = torch.device("cpu")
+        self.content_: dict | None = None  # the items' content mapped from content_run (None: the dataset's own)
+        self.frozen_vectors_: Tensor | None = None  # towers_from: v [I, D] of the frozen tower, computed once
+        self._source_tower: dict | None = None
+        if self.config.towers_from is not None and (Path(self.config.towers_from) / "config.json").is_file():
+            # Fail before any run folder exists (the CLI builds the model first). A folder that is gone is only
+            # an error when training needs it (dims_for): a saved transfer model loads without its source.
+            check_source_run(self.config)
 
     # -- structure ---------------------------------------------------------------------------------------------
     def dims_for(self, split: Split) -> dict[str, int]:
         dims = super().dims_for(split)
-        dataset = split.dataset
-        if dataset is None or not dataset.item_features:
+        cfg, dataset = self.config, split.dataset
+        self.content_, self._source_tower = None, None
+        if dataset is None or (cfg.content_run is None and not dataset.item_features):
             raise DataError("gir needs item content: the split's dataset has no item features "
                             "(load the split together with its dataset)", field="item_features")
-        self.layout_ = plan_layout(dataset.item_features, self.config.modalities, split.train_item_mask())
+        features = dataset.item_features
+        if cfg.content_run is not None:
+            field = "content_from" if cfg.content_from is not None else "towers_from"
+            self.content_, source_ids = content_from_run(cfg.content_run, dataset, field)
+            features = self.content_
+        if cfg.towers_from is not None:
+            source = load_source_towers(cfg)
+            self.layout_ = ContentLayout(**dataclasses.asdict(source.layout_))  # the source's vocabularies, stats
+            check_content(self.layout_, features)
+            self._source_tower = {k: v.detach().clone() for k, v in source.tower.state_dict().items()}
+            overlap = transfer_overlap(cfg.towers_from, split, source_ids)
+            if overlap is not None:
+                log.info("gir towers_from: %s", json.dumps({k: v for k, v in overlap.items() if k != "unseen_items"}))
+        else:
+            self.layout_ = plan_layout(features, cfg.modalities, split.train_item_mask())
         dims |= self.layout_.dims()
         if self.config.fusion == "mixed":  # as a bit set: dims are integers, and build runs before the layout loads
             dims["early_slots"] = sum(1 << p for p in self.early_positions())
@@ -230,8 +281,18 @@ class GIR(Recommender):
             tower_cfg = _with(cfg, early_positions=[p for p in range(bits.bit_length()) if bits >> p & 1])
         self.user_embedding = nn.Parameter(torch.randn(dims["n_users"], cfg.dim_E) / math.sqrt(cfg.dim_E))
         self.tower = ItemTower(dims, tower_cfg, path)
+        if cfg.towers_from is not None:
+            self.tower.requires_grad_(False)  # frozen: the optimizer gets the user table only
+            self.tower.eval()
         self.register_buffer("item_vectors_", torch.zeros(dims["n_items"], cfg.dim_E))
         self._cache = None
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train, except that a frozen tower stays in eval mode (no dropout: fixed item vectors)."""
+        super().train(mode)
+        if self.config.towers_from is not None and hasattr(self, "tower"):
+            self.tower.eval()
+        return self
 
     def get_extra_state(self) -> dict:
         return dataclasses.asdict(self.layout_)
@@ -241,12 +302,7 @@ class GIR(Recommender):
 
     # -- device ---------------------------------------------------------------------------------------------------
     def resolve_device(self) -> torch.device:
-        wanted = self.config.device
-        if wanted == "cuda" and not torch.cuda.is_available():
-            raise DataError("device 'cuda' asked for, but torch sees no CUDA device", field="device")
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(wanted)
+        return devices.resolve_device(self.config.device)
 
     def to_device(self, device: torch.device) -> None:
         """Move the trainable parts (not the CPU bookkeeping buffers of the base class) to `device`."""
@@ -256,13 +312,14 @@ class GIR(Recommender):
 
     def autocast(self):
         """bf16 autocast on CUDA when amp is on; a no-op context on the CPU."""
-        enabled = self.config.amp and self._device.type == "cuda"
-        return torch.autocast(device_type=self._device.type, dtype=torch.bfloat16, enabled=enabled)
+        return devices.autocast(self._device, self.config.amp)
 
     # -- training hooks (train.py) ---------------------------------------------------------------------------------
     def _fit(self, split: Split, options=None) -> None:
         from coldstart import train
 
+        if self._source_tower is not None:  # towers_from: start (and stay) at the source run's tower
+            self.tower.load_state_dict(self._source_tower)
         train.fit(self, split, options)
         self.eval()
         self.inference_vectors()  # fills item_vectors_, so a saved model scores without the raw content
@@ -272,8 +329,12 @@ class GIR(Recommender):
         self.to_device(self.resolve_device())
         log.info("gir: training on %s (%s autocast), slots %s", self._device,
                  "bf16" if self.config.amp and self._device.type == "cuda" else "no", ", ".join(self.layout_.slots))
-        self.inputs_ = build_inputs(self.layout_, split.dataset.item_features, self.config, split.n_items)
+        features = self.content_ if self.content_ is not None else split.dataset.item_features
+        self.inputs_ = build_inputs(self.layout_, features, self.config, split.n_items)
         self.tower.fill_text_states(self.inputs_, self.config.eval_chunk)
+        self.frozen_vectors_ = None
+        if self.config.towers_from is not None:  # the tower never changes: encode every item once
+            self.frozen_vectors_ = self.encode_items(self.inputs_)  # [I, D]
         self.train_users_ = torch.from_numpy(split.train.users.astype(np.int64))
         self.train_items_ = torch.from_numpy(split.train.items.astype(np.int64))
         keys = self.train_users_ * split.n_items + self.train_items_
@@ -297,7 +358,13 @@ class GIR(Recommender):
     def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """L = L_R + lambda L_M on one batch of (user, item) pairs (Eq. 1-3)."""
         cfg = self.config
+        batch = batch.cpu()  # DDP with device_ids moves a step's inputs to the GPU; the training pairs stay on the CPU
         users, items = self.train_users_[batch], self.train_items_[batch]  # [B], [B]
+        if self.frozen_vectors_ is not None:  # towers_from: Eq. 1 only (L_M has no trainable term left)
+            v = self.frozen_vectors_[items].to(self._device)  # [B, D]
+            u = rows(self.user_embedding, users.to(self._device)).float()  # [B, D]
+            rating = self._rating_loss(u, v, users, items)
+            return rating, {"rating": float(rating.detach()), "loss": float(rating.detach())}
         unique, inverse = torch.unique(items, return_inverse=True)  # encode each distinct item once
         with self.autocast():
             v_unique, z_unique = self.tower(self.inputs_, unique)  # [n, D], [n, C, d] or None
@@ -354,8 +421,8 @@ class GIR(Recommender):
             return self._cache
         if self.inputs_ is None:
             vectors = self.item_vectors_
-        else:
-            vectors = self.encode_items(self.inputs_)
+        else:  # a frozen tower's vectors were computed once in prepare
+            vectors = self.frozen_vectors_ if self.frozen_vectors_ is not None else self.encode_items(self.inputs_)
             if not self.training:
                 self.item_vectors_ = vectors
         if not self.training:
@@ -388,3 +455,117 @@ def _with(cfg: GIRConfig, **extra: Any):
     """A read-only view of the config with extra attributes (the tower needs resolved slot positions)."""
     view = dict(dataclasses.asdict(cfg), **extra)
     return type("TowerConfig", (), view)()
+
+
+# -- transfer: content and towers from another run (Table 9, last row) ---------------------------------------------
+def read_run_config(folder: str | Path, field: str) -> dict:
+    """A run folder's config.json (experiments.run writes it), or a one-line DataError naming `field`."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise DataError("not a run folder (no config.json)", path=Path(folder), field=field)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable config.json ({exc})", path=path, field=field) from exc
+    if not isinstance(meta, dict) or "dataset" not in meta:
+        raise DataError("config.json names no dataset (is this a run folder?)", path=path, field=field)
+    return meta
+
+
+def content_from_run(folder: str | Path, target, field: str = "content_from") -> tuple[dict, np.ndarray]:
+    """The target dataset's items with the content a run's model read, taken from the same film in its catalogue.
+
+    The run's dataset is loaded with its loader options, its item `--features` presets are extracted (from the
+    feature cache when the run extracted them before), and each target item takes the row of the source item with
+    the same normalised title + year (`data/match.py`); unmatched items get no content (logged as a warning).
+    Only content crosses over: presets built from interactions (review text) are refused.
+
+    Args:
+        folder: the source run folder.
+        target: the target Dataset, with its raw `title` (and `year`) item modalities.
+        field: the setting named in errors.
+
+    Returns:
+        (name -> modality row-aligned with the target's items, object [I_target] source raw id per item or None).
+    """
+    from coldstart.data.loaders import load_dataset
+    from coldstart.data.match import match_items, source_rows, take_rows
+    from coldstart.features import with_features
+    from coldstart.features.presets import get_preset
+
+    meta = read_run_config(folder, field)
+    source = load_dataset(meta["dataset"], **(meta.get("data") or {}))
+    presets = list(meta.get("features") or [])
+    resolved = [get_preset(source, name) for name in presets]
+    for name, preset in zip(presets, resolved):
+        if preset.needs_train:
+            raise DataError(f"preset {name!r} of {folder} is built from the source's training interactions; only "
+                            "content may cross over", field=field)
+    pairs = match_items(source, target)  # on the raw titles, before the presets replace them
+    rows = source_rows(pairs, target.n_items)  # [I_target], -1: no match
+    item_presets = [name for name, preset in zip(presets, resolved) if preset.side == "item"]
+    features = with_features(source, item_presets)[0].item_features if item_presets else source.item_features
+    content = take_rows(features, rows)
+    missing = int((rows < 0).sum())
+    log.info("gir %s: %d of %d %s items take the content (%s) of a %s film of the same title + year", field,
+             target.n_items - missing, target.n_items, target.name, ", ".join(content), source.name)
+    if missing:
+        log.warning("gir %s: %d of %d %s items match no %s film by title + year; they get no content (each "
+                    "slot's learnable 'missing' token)", field, missing, target.n_items, target.name, source.name)
+    source_ids = np.where(rows >= 0, source.item_ids[np.maximum(rows, 0)].astype(object), None)  # [I_target]
+    return content, source_ids
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_source_towers(cfg: GIRConfig) -> GIR:
+    """The finished gir model of `cfg.towers_from`, after checking its tower settings equal `cfg`'s."""
+    check_source_run(cfg)
+    return GIR.load(Path(cfg.towers_from) / "model")
+
+
+def check_source_run(cfg: GIRConfig) -> None:
+    """Raise a DataError naming the field unless `cfg.towers_from` is a finished gir run with `cfg`'s tower settings."""
+    folder = Path(cfg.towers_from)
+    meta = read_run_config(folder, "towers_from")
+    if meta.get("model") != "gir":
+        raise DataError(f"{folder} is a {meta.get('model')!r} run; towers_from needs a gir run", field="towers_from")
+    if not (folder / "model" / "model.pt").is_file() or not (folder / "model" / "config.json").is_file():
+        raise DataError("not a finished run (no model/model.pt)", path=folder, field="towers_from")
+    theirs = json.loads((folder / "model" / "config.json").read_text())["hyperparameters"]
+    mine = dataclasses.asdict(cfg)
+    for key in TOWER_KEYS:
+        if _plain(mine[key]) != _plain(theirs.get(key)):
+            raise DataError(f"{_plain(mine[key])!r} here but {_plain(theirs.get(key))!r} in the towers' run "
+                            f"{folder} (tower settings must equal the source run's)", field=key)
+
+
+def transfer_overlap(folder: str | Path, split: Split, source_ids: np.ndarray) -> dict | None:
+    """How the target's cold test items relate to the source run's split (the leakage check of a transfer).
+
+    The source towers were trained on the source run's training interactions; a target cold test film that is
+    one of the source's training films was seen by the towers (with other users). None when the source run has
+    no saved split.
+
+    Returns:
+        {"cold_test_items", "source_training", "source_not_training", "unmatched"} counts and "unseen_items"
+        (int64 indices of the target cold test items matched to source films outside the source's training).
+    """
+    import pandas as pd
+
+    path = Path(folder) / "split" / "train.csv"
+    if not path.is_file():
+        log.warning("gir towers_from: %s has no split/train.csv; the overlap with its training films is unknown",
+                    folder)
+        return None
+    trained = pd.read_csv(path, usecols=["item"], dtype=str)["item"].unique()  # source raw ids
+    cold_test = np.unique(split.test.items[split.test.cold])  # [n] target indices
+    ids = source_ids[cold_test]
+    matched = np.asarray(pd.notna(ids), dtype=bool)  # None: no source film
+    seen = np.zeros(len(cold_test), dtype=bool)
+    seen[matched] = np.isin(ids[matched].astype(str), trained)
+    return {"cold_test_items": int(len(cold_test)), "source_training": int(seen.sum()),
+            "source_not_training": int((matched & ~seen).sum()), "unmatched": int((~matched).sum()),
+            "unseen_items": cold_test[matched & ~seen].astype(np.int64)}

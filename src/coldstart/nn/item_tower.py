@@ -102,6 +102,32 @@ def plan_layout(features: dict, use: tuple[str, ...] | None, train_items: np.nda
     return layout
 
 
+def check_content(layout: ContentLayout, features: dict) -> None:
+    """Raise unless `features` holds every modality of `layout` with the kind and width its encoders read.
+
+    `build_inputs` reads a modality absent from `features` as missing content for every item, which serves new
+    items; a frozen tower scoring another dataset (`gir`'s `towers_from`) must instead be told when the content
+    it gets is not the content it was trained on.
+
+    Raises:
+        DataError: naming the first modality that is absent, of another kind, or of another width.
+    """
+    kinds = [(layout.text, (Text,)), (layout.image, (Image,)), (layout.categorical, (MultiLabel,)),
+             (layout.dense, (Dense, Sparse))]
+    for names, allowed in kinds:
+        for name in names:
+            mod = features.get(name)
+            if mod is None:
+                raise DataError(f"the towers read modality {name!r}, which this content lacks (have: "
+                                f"{', '.join(features) or 'none'})", field=name)
+            if not isinstance(mod, allowed):
+                raise DataError(f"the towers read {name!r} as {allowed[0].__name__}, got {type(mod).__name__}",
+                                field=name)
+            if name in layout.dense_stats and mod.dim != len(layout.dense_stats[name][0]):
+                raise DataError(f"the towers read {name!r} with width {len(layout.dense_stats[name][0])}, got "
+                                f"{mod.dim}", field=name)
+
+
 def _dense_values(mod) -> np.ndarray:
     values = mod.values.toarray() if sp.issparse(mod.values) else np.asarray(mod.values)
     return values.astype(np.float32)
