@@ -211,3 +211,19 @@ def test_cuda_training_follows_the_cpu_run(label, synthetic_split, tmp_path, mon
     moments = [s["exp_avg"] for s in restored["optimizer"].state.values()]
     assert moments and all(m.device.type == "cuda" for m in moments)
     torch.testing.assert_close(resumed.rank_scores(users), scores, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["dropoutnet", "heater"])
+def test_models_without_id_tables_embed_new_items(name, synthetic_split):
+    """dropoutnet and heater delete the id tables their towers replace: `device_` (read by the content models'
+    `item_embeddings`, which `coldstart serve` calls for a posted item) must not need `user_embedding`."""
+    seed_everything(0)
+    model = MODELS[name](num_epoch=1, min_epochs=1, batch_size=64).fit(synthetic_split)
+    assert "user_embedding" not in dict(model.named_parameters())
+    assert model.device_ == torch.device("cpu")
+    features = synthetic_split.dataset.item_features
+    new = model.item_embeddings(dict(features))  # [I, D]: every item as if it were new, content alone
+    with torch.no_grad():
+        expected = model.content_features(torch.arange(synthetic_split.n_items))  # no preference input
+    assert new.device.type == "cpu" and new.shape == expected.shape
+    torch.testing.assert_close(new, expected)

@@ -165,6 +165,11 @@ def test_towers_from_logs_the_overlap_with_the_source_training_films(catalogues,
     expected = _expected_rows(target_split, catalogues["source"])
     ids = load_dataset(str(catalogues["source"])).item_ids
     assert counts["source_training"] == sum(expected[i] >= 0 and ids[expected[i]] in trained for i in cold)
+    # cold test films the frozen towers trained on are a leak of the source's interactions: a warning, not info
+    assert counts["source_training"] > 0  # this fixture has some, so the warning below must be there
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+              and "cold test items are training items of" in r.getMessage()]
+    assert warned and warned[0].startswith(f"gir towers_from: {counts['source_training']} of {len(cold)} ")
 
 
 def test_incompatible_sources_name_the_field(catalogues, target_split, tmp_path):
@@ -248,3 +253,18 @@ def test_content_from_alone_trains_the_towers_on_the_mapped_content(catalogues, 
     assert any(p.requires_grad for p in model.tower.parameters())
     assert model.layout_.dense == ["emb"] and model.layout_.dense_stats != source.layout_.dense_stats  # its own stats
     assert model.frozen_vectors_ is None
+
+
+def test_a_transfer_run_is_refused_as_a_content_source(catalogues, target_split, tmp_path):
+    """A run that itself took content_from / towers_from read another run's content, not its dataset's: using it
+    as a source would silently give the items its dataset's own content (here the target's `own` vectors)."""
+    seed_everything(0)
+    chained = tmp_path / "chained_run"
+    run(RunConfig(dataset=str(catalogues["target"]), model="gir", protocol="cold_item",
+                  hyper=TINY | {"num_epoch": 1, "towers_from": str(catalogues["source_run"])}), chained)
+    with pytest.raises(DataError, match="itself a transfer run") as err:
+        content_from_run(chained, target_split.dataset)
+    assert err.value.field == "content_from"
+    with pytest.raises(DataError, match="itself a transfer run") as err:
+        GIR(towers_from=str(chained), num_epoch=1, **TINY).fit(target_split)
+    assert err.value.field == "towers_from"

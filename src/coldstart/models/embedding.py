@@ -119,7 +119,10 @@ class EmbeddingRecommender(Recommender):
     def device_(self) -> torch.device:
         """Where the parameters live: config.device after `prepare` for models that train on a device, else (and
         after `load`) the CPU."""
-        return self.user_embedding.device
+        table = self._parameters.get("user_embedding")
+        if table is None:  # dropoutnet / heater delete the id tables (their towers replace them)
+            table = next(self.parameters(), torch.empty(0))
+        return table.device
 
     def to_device(self, device: torch.device) -> None:
         """Move parameters and buffers to `device`, except the base class's CPU bookkeeping (CPU_BUFFERS).

@@ -253,6 +253,11 @@ class GIR(Recommender):
             overlap = transfer_overlap(cfg.towers_from, split, source_ids)
             if overlap is not None:
                 log.info("gir towers_from: %s", json.dumps({k: v for k, v in overlap.items() if k != "unseen_items"}))
+                if overlap["source_training"]:  # those films are not cold for the frozen towers: say it loudly
+                    log.warning("gir towers_from: %d of %d cold test items are training items of %s: its frozen "
+                                "towers were fitted to interactions with them, so the cold test overstates transfer "
+                                "(transfer_overlap's unseen_items give the subset they never trained on)",
+                                overlap["source_training"], overlap["cold_test_items"], cfg.towers_from)
         else:
             self.layout_ = plan_layout(features, cfg.modalities, split.train_item_mask())
         dims |= self.layout_.dims()
@@ -494,6 +499,11 @@ def content_from_run(folder: str | Path, target, field: str = "content_from") ->
     from coldstart.features.presets import get_preset
 
     meta = read_run_config(folder, field)
+    hyper = meta.get("hyperparameters") or {}
+    for key in ("content_from", "towers_from"):  # its model read another run's content, not its dataset's
+        if hyper.get(key):
+            raise DataError(f"{folder} is itself a transfer run ({key}={hyper[key]}): its model did not read its own "
+                            f"dataset's content; give that run instead", field=field)
     source = load_dataset(meta["dataset"], **(meta.get("data") or {}))
     presets = list(meta.get("features") or [])
     resolved = [get_preset(source, name) for name in presets]
