@@ -62,7 +62,8 @@ def run_arm(name: str, split, hyper: dict, folder: Path, max_epochs: int, seed: 
     """Train one arm epoch by epoch with validation after each; resume from folder/state.pt.
 
     Stops at `max_epochs`, when recall >= target (fast arm), or after `patience` epochs without improvement
-    (baseline arm, the official early-stopping rule, at least the config's min_epochs).
+    (the official early-stopping rule, at least the config's min_epochs; for the fast arm it means the
+    configuration peaked below the target).
 
     Returns:
         the curve: one dict per epoch (epoch, seconds and cpu_seconds cumulative, recall).
@@ -96,7 +97,7 @@ def run_arm(name: str, split, hyper: dict, folder: Path, max_epochs: int, seed: 
     for epoch in range(start, max_epochs):
         if curve and target is not None and curve[-1]["recall"] >= target:
             break
-        if curve and patience and target is None:
+        if curve and patience:  # both arms: a fast configuration that stopped improving will not reach the target
             best_epoch = max(range(len(curve)), key=lambda e: curve[e]["recall"]) + 1
             if len(curve) - best_epoch >= patience and len(curve) >= model.config.min_epochs:
                 break
