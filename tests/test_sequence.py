@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from coldstart.data.dataset import from_frame
-from coldstart.data.sequences import disjoint_masks, masked_views, train_sequences
+from coldstart.data.sequences import disjoint_masks, masked_views, pair_hash, train_sequences
 from coldstart.data.splits import Part, Split
 from coldstart.nn.losses import cosine_info_nce, gaussian_kernel, median_bandwidth, mmd, reconstruction
 from coldstart.nn.sequence import AutoEncoder, SASRecBackbone, SelfAttention, attention_mask
@@ -44,12 +44,34 @@ def test_timestamp_ties_are_broken_by_dataset_row():
     assert seqs.items.tolist() == [[3, 4, 2, 1]]
 
 
-def test_without_timestamps_the_row_order_is_used_and_said(caplog):
+def test_without_timestamps_the_order_is_a_fixed_hash_and_said(caplog):
     frame = pd.DataFrame({"user": ["a", "a", "a"], "item": ["3", "1", "2"]})
     with caplog.at_level("WARNING", logger="coldstart"):
-        seqs = train_sequences(_split(frame), length=2)
-    assert seqs.ordered_by == "index" and seqs.items.tolist() == [[1, 2]]
+        seqs = train_sequences(_split(frame), length=3)
+    assert seqs.ordered_by == "hash"
     assert "not a time-ordered sequence" in caplog.text
+    split = _split(frame)
+    keys = pair_hash(split.train.users, split.train.items)
+    expected = (split.train.items[np.argsort(keys)] + 1).tolist()
+    assert seqs.items.tolist() == [expected]
+    reversed_split = _split(frame.iloc[::-1].reset_index(drop=True))
+    as_ids = lambda sp, seq: [str(sp.item_ids[i - 1]) for i in seq]  # noqa: E731
+    again = train_sequences(reversed_split, length=3).items[0].tolist()
+    assert as_ids(reversed_split, again) == as_ids(split, expected)  # the file's row order plays no part
+
+
+def test_without_timestamps_ids_in_ascending_order_do_not_become_the_sequence():
+    # ml-1m's file lists each user's films by ascending id: the order must not carry that pattern
+    frame = pd.DataFrame({"user": ["a"] * 200, "item": [f"{i:04d}" for i in range(200)]})
+    seqs = train_sequences(_split(frame), length=200).items[0] - 1  # item indices in sequence order
+    increasing = (seqs[1:] > seqs[:-1]).float().mean().item()
+    assert 0.35 < increasing < 0.65  # about half, as in a random order; 1.0 for the file order
+
+
+def test_pair_hash_is_fixed_and_spreads():
+    users, items = np.array([0, 0, 1, 7]), np.array([1, 2, 1, 3])
+    assert pair_hash(users, items).tolist() == pair_hash(users.copy(), items.copy()).tolist()
+    assert (pair_hash(users, items) >= 0).all() and len(set(pair_hash(users, items).tolist())) == 4
 
 
 def test_masked_views_are_disjoint_and_keep_padding():
