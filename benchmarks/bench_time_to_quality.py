@@ -16,7 +16,9 @@ Wall time counts everything a user waits for: prepare, every epoch and every val
 process are recorded too: on a shared machine they are the fair comparison (with one thread they equal the wall
 time of a quiet core), and the figure uses them unless --x seconds. Each arm checkpoints after every epoch in
 its own folder under --output (model, optimizer, curve), so an interrupted run resumes where it stopped.
-The figure (both curves, recall against seconds) goes to docs/images/time_to_quality_<dataset>.png.
+The figure (recall against seconds: the official arm, this fast arm, and every other fast configuration already
+run into the same --output folder) goes to docs/images/time_to_quality_<dataset>.png; `--arms none` only redraws it
+and prints the JSON from the saved curves.
 The last line printed is JSON: {"dataset", "baseline_seconds", "fast_seconds", "target_recall", "speedup", ...}.
 """
 
@@ -191,10 +193,13 @@ def main() -> None:
         fast = _saved(out / label)
     fast_row = first_at(fast, target) if fast else None
     figure = args.figure or ROOT / "docs" / "images" / f"time_to_quality_{args.dataset}.png"
-    plot({f"official (batch {OFFICIAL_BATCH}, l_r {OFFICIAL_LR:g})": baseline,
-          f"batch {args.fast_batch}, l_r {lr:g}, warm-up {args.warmup:g} ep"
-          + (f", cosine {args.decay_epochs:g} ep" if args.decay_epochs else ""): fast}, target, args.dataset, figure,
-         args.x)
+    curves = {f"official (batch {OFFICIAL_BATCH}, l_r {OFFICIAL_LR:g})": baseline,
+              f"batch {args.fast_batch}, l_r {lr:g}, warm-up {args.warmup:g} ep"
+              + (f", cosine {args.decay_epochs:g} ep" if args.decay_epochs else ""): fast}
+    for other in sorted(out.glob("fast-*")):  # every other configuration tried in this folder, in the same figure
+        if other.name != label and _saved(other):
+            curves[other.name.removeprefix("fast-")] = _saved(other)
+    plot(curves, target, args.dataset, figure, args.x)
     result = {"dataset": args.dataset, "target_recall": round(target, 5), "target_epoch": base_row["epoch"],
               "baseline_seconds": base_row["seconds"], "baseline_cpu_seconds": base_row["cpu_seconds"],
               "fast_seconds": fast_row["seconds"] if fast_row else None,
@@ -208,7 +213,7 @@ def main() -> None:
 
 
 def _saved(folder: Path) -> list[dict]:
-    """An arm's curve from its checkpoint (or finished curve.json); empty when it never ran."""
+    """An arm's curve from its checkpoint; empty when it never ran."""
     if (folder / "state.pt").exists():
         return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)["curve"]
     return []
