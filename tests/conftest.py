@@ -49,3 +49,18 @@ def trained(name: str, split, **hyper):
     model = MODELS[name](**hyper).fit(split)
     model.train()
     return model
+
+
+def interrupt_at(monkeypatch, call: int, error: type[BaseException] = KeyboardInterrupt) -> None:
+    """Make the `call`-th training epoch raise `error` (a killed or crashing run)."""
+    from coldstart import train
+
+    real, calls = train.train_epoch, []
+
+    def epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error("stopped by the test")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", epoch)

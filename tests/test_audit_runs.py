@@ -20,6 +20,7 @@ from coldstart.models import MODELS
 from coldstart.rundir import MARKER, RunLock
 from coldstart.studies.runs import Job, Variant, apply_tuned, run_job, split_seeds_of
 from coldstart.train import CHECKPOINT, PREVIOUS, TrainOptions
+from tests.conftest import interrupt_at
 from tests.test_bad_input import run_cli
 
 SMALL = {"n_users": 80, "n_items": 90, "mean_interactions": 12, "seed": 3}
@@ -28,19 +29,6 @@ FAST = {"num_epoch": 3, "min_epochs": 1, "patience": 5, "dim_E": 8, "batch_size"
 
 def config(model: str = "pop", **kw) -> RunConfig:
     return RunConfig(dataset="synthetic", model=model, data=dict(SMALL), ks=[10], **kw)
-
-
-def interrupt_at(monkeypatch, call: int, error: type[BaseException] = KeyboardInterrupt) -> None:
-    """Make the `call`-th training epoch raise `error` (a killed or crashing run)."""
-    real, calls = train.train_epoch, []
-
-    def epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise error("stopped by the test")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", epoch)
 
 
 # -- item 10: --overwrite only deletes run directories ---------------------------------------------------------

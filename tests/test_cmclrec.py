@@ -15,6 +15,7 @@ from coldstart.models import MODELS
 from coldstart.models.sasrec import next_item_loss
 from coldstart.nn.losses import cosine_info_nce, median_bandwidth, mmd, reconstruction
 from coldstart.train import TrainOptions
+from tests.conftest import interrupt_at
 
 SMALL = {"max_len": 6, "feature_hidden": 16, "dim_E": 16, "code_dim": 8, "dropout": 0.0}
 
@@ -161,15 +162,8 @@ def uninterrupted(cold_user_split, tmp_path_factory):
 def test_two_stages_resume_exactly(cold_user_split, uninterrupted, tmp_path, monkeypatch, stop_at):
     from coldstart import train
 
-    real_epoch, calls = train.train_epoch, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", interrupted)
+    real_epoch = train.train_epoch
+    interrupt_at(monkeypatch, stop_at)
     with pytest.raises(KeyboardInterrupt):
         _fit_with_checkpoints(cold_user_split, tmp_path / "cut")
     counted = []

@@ -12,6 +12,7 @@ from coldstart.errors import DataError
 from coldstart.experiments import seed_everything
 from coldstart.models.cvar import CVAR, gaussian_kl, gaussian_w2, reparameterize
 from coldstart.nn.losses import bpr
+from tests.conftest import interrupt_at
 
 
 def naive_kl(mu_q, var_q, mu_p, var_p):
@@ -155,15 +156,8 @@ def test_resumes_inside_either_stage_bit_for_bit(synthetic_split, tmp_path, monk
         return CVAR(num_epoch=4, latent_dim=4, vae_hidden=8, hidden=16, dim_E=8).fit(synthetic_split, TrainOptions(folder, seed=1))
 
     whole = fit(tmp_path / "whole")
-    real_epoch, calls = train.train_epoch, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", interrupted)
+    real_epoch = train.train_epoch
+    interrupt_at(monkeypatch, stop_at)
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "cut")
     monkeypatch.setattr(train, "train_epoch", real_epoch)

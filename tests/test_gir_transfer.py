@@ -24,6 +24,7 @@ from coldstart.experiments import RunConfig, run, seed_everything
 from coldstart.models.base import Recommender
 from coldstart.models.gir import GIR, content_from_run
 from coldstart.nn.item_tower import ContentLayout, check_content
+from tests.conftest import interrupt_at
 
 TINY = {"modalities": ["emb"], "d": 8, "heads": 2, "dim_E": 8, "dense_hidden": 0, "batch_size": 64,
         "min_epochs": 1}
@@ -214,15 +215,8 @@ def test_transfer_run_saves_loads_and_resumes_bit_for_bit(catalogues, target_spl
         return model.fit(target_split, TrainOptions(folder, resume=resume, seed=1))
 
     whole = fit(tmp_path / "whole")
-    real_epoch, calls = train.train_epoch, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_epoch", interrupted)
+    real_epoch = train.train_epoch
+    interrupt_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "cut")
     monkeypatch.setattr(train, "train_epoch", real_epoch)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from coldstart.errors import DataError
 from coldstart.models.embedding import EmbeddingRecommender, compact, rows
-from coldstart.nn.device import check_device
+from coldstart.nn.device import DeviceSetting
 from coldstart.nn.losses import bpr
 
 
@@ -57,19 +57,8 @@ class TrainedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class BPRConfig(TrainedConfig):
-    """MF-BPR: the shared settings with BPR's defaults (one negative per positive, batches of 2048).
-
-    Attributes:
-        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
-            "cuda:N" (nn/device.py); scores always come back on the CPU.
-    """
-
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_device(self.device)
+class BPRConfig(DeviceSetting, TrainedConfig):
+    """MF-BPR: the shared settings with BPR's defaults (one negative per positive, batches of 2048)."""
 
 
 @dataclasses.dataclass(frozen=True)

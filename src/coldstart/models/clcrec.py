@@ -25,7 +25,7 @@ from coldstart.errors import DataError
 from coldstart.models.bpr import check_fraction, check_positive
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import ENCODERS, batch_mean, compact, rows
-from coldstart.nn.device import check_device
+from coldstart.nn.device import DeviceSetting
 from coldstart.nn.losses import info_nce
 
 
@@ -33,7 +33,7 @@ HYBRID = ("per_slot", "official")
 
 
 @dataclasses.dataclass(frozen=True)
-class CLCRecConfig(ContentConfig):
+class CLCRecConfig(DeviceSetting, ContentConfig):
     """Hyperparameters under the official names and meanings; defaults from the official README's Movielens
     command except num_sample 0.2 (0.5 there), chosen on ml-100k's validation split (docs/models/clcrec.md).
 
@@ -67,11 +67,9 @@ class CLCRecConfig(ContentConfig):
     temp_value: float = 2.0
     num_sample: float = 0.2
     hybrid: str = "per_slot"
-    device: str = "auto"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        check_device(self.device)
+        super().__post_init__()  # ContentConfig's checks, then the device (DeviceSetting)
         if self.encoder not in ENCODERS:
             raise DataError(f"unknown encoder {self.encoder!r} (use {', '.join(ENCODERS)})", field="encoder")
         check_positive(self, "temp_value")

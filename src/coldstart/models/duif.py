@@ -18,24 +18,13 @@ from torch import Tensor
 
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import compact, rows
-from coldstart.nn.device import check_device
+from coldstart.nn.device import DeviceSetting
 from coldstart.nn.losses import bpr
 
 
 @dataclasses.dataclass(frozen=True)
-class DUIFConfig(ContentConfig):
-    """ContentConfig with BPR's defaults: one negative per positive, batches of 2048, reg_weight on p_u only.
-
-    Attributes:
-        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
-            "cuda:N" (nn/device.py); scores always come back on the CPU.
-    """
-
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_device(self.device)
+class DUIFConfig(DeviceSetting, ContentConfig):
+    """ContentConfig with BPR's defaults: one negative per positive, batches of 2048, reg_weight on p_u only."""
 
 
 class DUIF(ContentRecommender):

@@ -21,25 +21,15 @@ from torch import Tensor, nn
 
 from coldstart.models.content import ContentConfig, ContentRecommender
 from coldstart.models.embedding import compact, rows
-from coldstart.nn.device import check_device
+from coldstart.nn.device import DeviceSetting
 from coldstart.nn.losses import bpr
 
 
 @dataclasses.dataclass(frozen=True)
-class VBPRConfig(ContentConfig):
-    """ContentConfig with VBPR's shape: dim_E is both K (gamma) and K' (theta); E is linear (hidden = 0).
-
-    Attributes:
-        device: where it trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or
-            "cuda:N" (nn/device.py); scores always come back on the CPU.
-    """
+class VBPRConfig(DeviceSetting, ContentConfig):
+    """ContentConfig with VBPR's shape: dim_E is both K (gamma) and K' (theta); E is linear (hidden = 0)."""
 
     hidden: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_device(self.device)
 
 
 class VBPR(ContentRecommender):

@@ -12,6 +12,7 @@ before on a CPU-only machine, and the same lines run on CUDA.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 
 import torch
@@ -28,6 +29,24 @@ def check_device(value: str, field: str = "device") -> None:
     config written for a GPU machine still loads on a CPU-only one)."""
     if not isinstance(value, str) or (value not in DEVICES and not _CUDA_INDEX.fullmatch(value)):
         raise DataError(f"must be auto, cpu, cuda or cuda:N, got {value!r}", field=field)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSetting:
+    """Mixin for a model's Config: the `device` setting, checked after the other settings' own checks.
+
+    Attributes:
+        device: where the model trains and scores: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu",
+            "cuda" or "cuda:N"; scores always come back on the CPU.
+    """
+
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)  # the other base's checks, when it has any
+        if parent is not None:
+            parent()
+        check_device(self.device)
 
 
 def resolve_device(wanted: str, field: str = "device") -> torch.device:
